@@ -1,0 +1,153 @@
+"""Subject stores: one zarr v3 group per subject, committed whole by rename (DESIGN.md contract).
+
+zarr writes each key atomically, but a subject is many keys (metadata, chunks of several arrays),
+so a store is built in ``<cache>/.staging/`` and becomes visible at ``<cache>/subjects/<id>.zarr``
+by one ``os.rename``. ``status = "complete"`` is the last attribute written; a reader treats a
+store without it as absent. Replacing an existing store moves the old one to ``<cache>/.trash/``
+first (a directory rename cannot overwrite a non-empty directory); debris in ``.staging`` and
+``.trash`` from a killed run is removed at the start of the next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+STORE_FORMAT = "damt-subject-v1"
+SUBJECTS_DIR, STAGING_DIR, TRASH_DIR = "subjects", ".staging", ".trash"
+
+# Allowlist for subject and cohort ids. Checked before any path is formed from an id, so an id can
+# never name a parent folder, an absolute path, a hidden file or something a shell would mangle.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+
+
+def is_valid_id(name: str) -> bool:
+    """True if ``name`` is an allowed subject/cohort id (no separators, no '..', no leading dot)."""
+    return bool(ID_PATTERN.fullmatch(name)) and ".." not in name
+
+
+def store_path(cache: Path, subject_id: str) -> Path:
+    """``<cache>/subjects/<subject_id>.zarr``; ValueError for an id outside the allowlist."""
+    if not is_valid_id(subject_id):
+        raise ValueError(f"subject id {subject_id!r} is not allowed (pattern {ID_PATTERN.pattern})")
+    return Path(cache) / SUBJECTS_DIR / f"{subject_id}.zarr"
+
+
+def array_sha256(arr: np.ndarray) -> str:
+    """sha256 of an array's C-order bytes, dtype and shape (for verification of stored data)."""
+    h = hashlib.sha256(f"{arr.dtype.str}{tuple(arr.shape)}".encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _compressors(codec: str, clevel: int) -> Any:
+    if codec == "none":
+        return None
+    # bit-shuffle suits float16 intensities and small uint8 class ids alike
+    return [BloscCodec(cname=codec, clevel=clevel, shuffle="bitshuffle")]
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root`` so the rename publishes durable data."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def clean_debris(cache: Path) -> list[Path]:
+    """Remove leftovers of killed runs (``.staging``, ``.trash`` entries). Returns what was removed.
+
+    Only call this while no other preprocess run writes to the same cache.
+    """
+    removed = []
+    for sub in (STAGING_DIR, TRASH_DIR):
+        folder = Path(cache) / sub
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
+                removed.append(entry)
+    return removed
+
+
+def write_subject_store(cache: Path, subject_id: str, arrays: Mapping[str, np.ndarray],
+                        attrs: Mapping[str, Any], chunk_vox: int, codec: str, clevel: int) -> Path:
+    """Write a complete subject store and publish it atomically. Returns its final path.
+
+    arrays: name -> ndarray. 3-D arrays are chunked ``chunk_vox``³ and compressed; 1-D arrays
+    (targets, presence masks) are stored as one chunk. ``attrs`` must be JSON-serialisable; this
+    function adds ``array_sha256`` (per array), ``store_format`` and, last, ``status = "complete"``.
+    """
+    final = store_path(cache, subject_id)
+    staging = Path(cache) / STAGING_DIR / f"{subject_id}.{uuid.uuid4().hex[:12]}.zarr"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    group = zarr.open_group(store=str(staging), mode="w", zarr_format=3)
+    hashes = {}
+    for name, arr in arrays.items():
+        arr = np.ascontiguousarray(arr)
+        chunks = tuple(min(chunk_vox, n) for n in arr.shape) if arr.ndim == 3 else arr.shape
+        za = group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks,
+                                compressors=_compressors(codec, clevel) if arr.ndim == 3 else None,
+                                fill_value=0)
+        za[...] = arr
+        hashes[name] = array_sha256(arr)
+    group.attrs.update(json.loads(json.dumps(dict(attrs))) | {"array_sha256": hashes,
+                                                             "store_format": STORE_FORMAT})
+    group.attrs["status"] = "complete"  # written last: the store's own completion marker
+    _commit(staging, final)
+    return final
+
+
+def _commit(staging: Path, final: Path) -> None:
+    """Publish ``staging`` as ``final`` by rename, moving any previous store to the trash first."""
+    _fsync_tree(staging)
+    if final.exists():
+        trash = final.parent.parent / TRASH_DIR / f"{final.name}.{uuid.uuid4().hex[:12]}"
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(final, trash)
+        os.rename(staging, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.rename(staging, final)
+    fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_store_attrs(path: Path) -> dict | None:
+    """A store's attributes from its ``zarr.json`` alone (no array is read), or None if the store
+    is absent, unreadable or not marked complete."""
+    meta = Path(path) / "zarr.json"
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return None
+    return attrs if attrs.get("status") == "complete" else None
+
+
+def open_subject(path: Path) -> zarr.Group:
+    """Open a complete store read-only; FileNotFoundError if it is absent or incomplete."""
+    if read_store_attrs(path) is None:
+        raise FileNotFoundError(f"{path}: no complete subject store")
+    return zarr.open_group(store=str(path), mode="r", zarr_format=3)

@@ -1,0 +1,217 @@
+"""The typed config tree. Each component owns one section; every field has a doc and a unit.
+
+Defaults here are METHOD.md's and equal ``pipeline.yaml`` (a test keeps them equal). Where a field
+has a unit it is in the name too (``spacing_mm``, ``crop_size_vox``) so a YAML reader sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from damt.config.validate import ConfigError, section, setting
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the cohorts are and which FreeSurfer files make a subject."""
+
+    inputs: list[str] = setting([], "cohort roots (SUBJECTS_DIR layout); 'NAME=PATH' names the cohort, "
+                                "otherwise the folder name is the cohort name")
+    cache_dir: str = setting("cache", "cache folder written by preprocess and read by train", unit="path")
+    image_names: list[str] = setting(["brainmask"], "T1 file stems under mri/, first found wins")
+    fallback_image_name: str = setting("norm", "T1 used when the image is a binary 0/1 mask "
+                                       "(see preprocess.binary_mask_fallback)")
+    parcellation_name: str = setting("aparc+aseg", "parcellation file stem under mri/")
+    extensions: list[str] = setting([".mgz", ".nii.gz", ".nii"], "file endings tried, in order")
+    exclude: list[str] = setting(["fsaverage*", "lh.EC_average", "rh.EC_average"],
+                                 "glob patterns of folder names under a root that are not subjects")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """METHOD.md preprocessing steps 1-6 and the store layout."""
+
+    orientation: str = setting("RAS", "axis codes the volume is reoriented to (a permutation/flip, "
+                               "no interpolation) so every cohort shares one frame")
+    foreground_threshold: float = setting(0.0, "image values above this are foreground (brain)",
+                                          unit="input intensity", lo=0.0)
+    crop_margin_vox: int = setting(2, "margin kept around the foreground box", unit="voxels", lo=0, hi=64)
+    spacing_mm: float = setting(1.25, "isotropic output spacing", unit="mm", lo=0.25, hi=8.0)
+    image_interp_order: int = setting(1, "spline order for the image (1 = trilinear, 3 = cubic); "
+                                      "the parcellation is always nearest", lo=1, hi=3)
+    min_shape_vox: int = setting(128, "each axis is zero-padded (centred) to at least this",
+                                 unit="voxels", lo=1, hi=1024)
+    percentile_low: float = setting(0.05, "intensity percentile mapped to 0 (inside the brain)",
+                                    unit="percent", lo=0.0, hi=100.0)
+    percentile_high: float = setting(99.95, "intensity percentile mapped to 1 (inside the brain)",
+                                     unit="percent", lo=0.0, hi=100.0)
+    unknown_labels: Literal["background", "fail"] = setting(
+        "background", "parcellation ids missing from the label table: map to background and count "
+                      "them, or fail the subject")
+    binary_mask_fallback: bool = setting(True, "if the image is a binary 0/1 mask, use "
+                                         "data.fallback_image_name masked by it; otherwise fail")
+    grid_atol_mm: float = setting(0.001, "tolerance when checking that image and parcellation "
+                                  "share one grid", unit="mm", lo=0.0)
+    chunk_vox: int = setting(64, "zarr chunk edge for image and atlas", unit="voxels", lo=8, hi=512)
+    codec: Literal["lz4", "zstd", "none"] = setting("lz4", "Blosc codec of the stores (none = raw)")
+    clevel: int = setting(5, "Blosc compression level", lo=0, hi=9)
+
+    def _check(self, path: str) -> None:
+        if self.percentile_low >= self.percentile_high:
+            raise ConfigError(f"{path}.percentile_low", "must be below percentile_high")
+        if len(self.orientation) != 3 or sorted(self.orientation.upper()) not in (
+                sorted(c) for c in _ALL_AXCODES):
+            raise ConfigError(f"{path}.orientation", f"expected 3 axis codes like RAS or LIA, "
+                              f"got {self.orientation!r}")
+
+
+_ALL_AXCODES = [a + b + c for a in "LR" for b in "PA" for c in "IS"]
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    """The versioned FreeSurfer-id -> class table."""
+
+    table: str = setting("damt-v1", "a built-in table name (damt-v1) or a path to a table TSV")
+
+
+@dataclass(frozen=True)
+class DaskConfig:
+    """How the preprocessing graph runs."""
+
+    workers: int = setting(2, "local worker processes when no scheduler is given", lo=1, hi=4096)
+    threads_per_worker: int = setting(1, "threads per worker (one subject per thread)", lo=1, hi=256)
+    scheduler: Optional[str] = setting(None, "address of a dask.distributed scheduler "
+                                       "(tcp://host:8786); null starts a local cluster")
+    memory_limit_gb: float = setting(4.0, "memory limit per local worker", unit="GiB", lo=0.5)
+    retries: int = setting(2, "retries of a subject after a transient I/O error (never after a "
+                           "deterministic input error)", lo=0, hi=20)
+    manifest_every_s: float = setting(30.0, "driver rewrites the manifest at most this often while "
+                                      "running", unit="s", lo=0.0)
+
+
+@dataclass(frozen=True)
+class ViewsConfig:
+    """The random views made at training time (METHOD.md 'Views and targets')."""
+
+    global_crop_vox: int = setting(128, "global crop edge", unit="voxels", lo=8)
+    local_crop_vox: int = setting(56, "local crop edge before resizing", unit="voxels", lo=4)
+    local_size_vox: int = setting(64, "local crop edge after resizing", unit="voxels", lo=4)
+    location_grid: int = setting(3, "location classes = grid x grid over axes 0 and 1", lo=2, hi=8)
+    mim_block_vox: int = setting(16, "masked-image-modelling block edge", unit="voxels", lo=2)
+    mim_mask_ratio: float = setting(0.75, "fraction of blocks masked", unit="fraction", lo=0.0, hi=1.0)
+
+    def _check(self, path: str) -> None:
+        if self.local_crop_vox > self.global_crop_vox:
+            raise ConfigError(f"{path}.local_crop_vox", "must not exceed global_crop_vox")
+        for name in ("global_crop_vox", "local_size_vox"):
+            if getattr(self, name) % self.mim_block_vox:
+                raise ConfigError(f"{path}.{name}", f"must be a multiple of mim_block_vox "
+                                  f"({self.mim_block_vox})")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """MONAI SwinTransformer encoder sizes and head sizes (METHOD.md 'Model')."""
+
+    embed_dim: int = setting(48, "channels of the first stage", lo=1)
+    patch_size_vox: int = setting(2, "patch edge of the patch embedding", unit="voxels", lo=1)
+    window_size_vox: int = setting(7, "attention window edge", unit="patches", lo=1)
+    depths: list[int] = setting([2, 2, 18, 2], "Swin blocks per stage", lo=1)
+    num_heads: list[int] = setting([3, 6, 12, 24], "attention heads per stage", lo=1)
+    mlp_ratio: float = setting(4.0, "MLP hidden width / embed width", lo=0.5)
+    drop_path_rate: float = setting(0.0, "stochastic depth rate", lo=0.0, hi=1.0)
+    contrastive_dim: int = setting(512, "contrastive projection width", lo=1)
+
+    def _check(self, path: str) -> None:
+        if len(self.depths) != len(self.num_heads):
+            raise ConfigError(f"{path}.num_heads", "needs one entry per stage of depths")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One pretext task: on/off and its loss weight."""
+
+    enabled: bool = setting(True, "train this task")
+    weight: float = setting(1.0, "fixed loss weight", lo=0.0)
+
+
+def _task(weight: float) -> TaskConfig:
+    return TaskConfig(enabled=True, weight=weight)
+
+
+@dataclass(frozen=True)
+class TasksConfig:
+    """The seven pretext tasks (METHOD.md 'Losses')."""
+
+    weighting: Literal["fixed", "uncertainty"] = setting("fixed", "fixed weights, or learned "
+                                                         "uncertainty weighting (AutoWeightedLoss)")
+    contrastive_temperature: float = setting(0.5, "NT-Xent temperature", lo=1e-6)
+    rotation: TaskConfig = section(lambda: _task(1.0), "rotation classification, global + local")
+    location: TaskConfig = section(lambda: _task(1.0), "location classification of the local crop")
+    contrastive: TaskConfig = section(lambda: _task(1.0), "NT-Xent between the two global views")
+    atlas: TaskConfig = section(lambda: _task(0.5), "101-class segmentation, global + local")
+    morphometry: TaskConfig = section(lambda: _task(5.0), "L1 regression of FreeSurfer morphometry")
+    texture: TaskConfig = section(lambda: _task(5.0), "L1 regression of radiomics texture")
+    mim: TaskConfig = section(lambda: _task(1.0), "L1 reconstruction of masked voxels")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear scaling, warm-up, cosine lr and cosine weight decay."""
+
+    base_lr: float = setting(5.0e-4, "learning rate at lr_reference_batch (linear scaling rule)",
+                             unit="1/step", lo=0.0)
+    lr_reference_batch: int = setting(256, "global batch at which base_lr applies", unit="samples", lo=1)
+    warmup_epochs: float = setting(5.0, "linear warm-up length", unit="epochs", lo=0.0)
+    warmup_start_lr: float = setting(1.0e-6, "learning rate at step 0", lo=0.0)
+    final_lr: float = setting(1.0e-7, "learning rate at the end of the cosine", lo=0.0)
+    weight_decay_start: float = setting(0.04, "weight decay at step 0 (cosine schedule)", lo=0.0)
+    weight_decay_end: float = setting(0.4, "weight decay at the last step", lo=0.0)
+    grad_clip_norm: float = setting(1.0, "global gradient-norm clip (0 = off)", lo=0.0)
+    betas: list[float] = setting([0.9, 0.999], "AdamW betas", lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training run: length, batch, precision, checkpoints, data loading."""
+
+    epochs: int = setting(301, "training length", unit="epochs", lo=1)
+    batch_per_device: int = setting(2, "samples per device per step", unit="samples", lo=1)
+    seed: int = setting(0, "seed of every random draw (samples, init)", lo=0)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = setting(
+        "auto", "auto = bf16 autocast where supported, fp32 on CPU; fp16 uses a GradScaler")
+    grad_checkpointing: bool = setting(False, "recompute activations in the backward pass")
+    checkpoint_every_epochs: int = setting(1, "latest checkpoint refresh", unit="epochs", lo=1)
+    keep_every_epochs: int = setting(20, "also keep a copy every N epochs", unit="epochs", lo=1)
+    max_consecutive_skips: int = setting(10, "non-finite steps in a row that stop the run", lo=1)
+    log_every_steps: int = setting(10, "metrics.jsonl / TensorBoard interval", unit="steps", lo=1)
+    num_workers: int = setting(4, "data-loader worker processes per rank", lo=0)
+    prefetch_factor: int = setting(2, "batches prefetched per worker", lo=1)
+    pin_memory: bool = setting(True, "pin host memory (only with a GPU)")
+
+
+@dataclass(frozen=True)
+class DamtConfig:
+    """The whole pipeline.yaml."""
+
+    data: DataConfig = section(DataConfig)
+    preprocess: PreprocessConfig = section(PreprocessConfig)
+    labels: LabelsConfig = section(LabelsConfig)
+    dask: DaskConfig = section(DaskConfig)
+    views: ViewsConfig = section(ViewsConfig)
+    model: ModelConfig = section(ModelConfig)
+    tasks: TasksConfig = section(TasksConfig)
+    optim: OptimConfig = section(OptimConfig)
+    train: TrainConfig = section(TrainConfig)
+
+    def _check(self, path: str) -> None:
+        if self.views.global_crop_vox > self.preprocess.min_shape_vox:
+            raise ConfigError("views.global_crop_vox", "must not exceed preprocess.min_shape_vox "
+                              "(a crop must fit every padded volume)")
+        stride = self.model.patch_size_vox * 2 ** len(self.model.depths)
+        for name in ("global_crop_vox", "local_size_vox"):
+            if getattr(self.views, name) % stride:
+                raise ConfigError(f"views.{name}", f"must be a multiple of patch_size_vox * "
+                                  f"2**stages = {stride} for the Swin encoder")

@@ -1,0 +1,117 @@
+"""Find subjects under cohort roots laid out like a FreeSurfer SUBJECTS_DIR.
+
+A subject is a folder ``<root>/<id>/`` holding an ``mri/`` folder. Ids are checked against the
+allowlist before any path is formed from them; ids taken by an earlier cohort (in the cache or
+earlier in ``--input``) become ``duplicate_subject_id`` failures instead of overwriting.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from damt.cache import is_valid_id
+from damt.config import ConfigError, DataConfig
+from damt.errors import BadSubjectIdError, DuplicateSubjectError, SubjectError
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """One cohort root. ``name`` passes the id allowlist."""
+
+    name: str
+    root: Path
+
+
+@dataclass(frozen=True)
+class SubjectInput:
+    """A discovered subject: where its files are (None when absent) and any discovery error."""
+
+    subject_id: str
+    cohort: str
+    folder: Path
+    image: Path | None = None
+    parcellation: Path | None = None
+    fallback_image: Path | None = None
+    stats_dir: Path | None = None
+    error: SubjectError | None = field(default=None, compare=False)
+
+    def input_files(self) -> dict[str, Path]:
+        """Role -> path of every input file that exists (the input hash covers exactly these)."""
+        roles = {"image": self.image, "parcellation": self.parcellation, "fallback_image": self.fallback_image}
+        files = {k: v for k, v in roles.items() if v is not None}
+        if self.stats_dir is not None:
+            for p in sorted(self.stats_dir.glob("*.stats")):
+                files[f"stats/{p.name}"] = p
+        return files
+
+
+def parse_cohorts(inputs: list[str]) -> list[Cohort]:
+    """``NAME=PATH`` or ``PATH`` (name = folder name) -> cohorts. Raises ConfigError on a bad name,
+    a missing folder or a name used twice."""
+    cohorts: list[Cohort] = []
+    for item in inputs:
+        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        root = Path(path).expanduser()
+        name = name or root.resolve().name
+        if not is_valid_id(name):
+            raise ConfigError("data.inputs", f"cohort name {name!r} is not allowed; give NAME=PATH")
+        if not root.is_dir():
+            raise ConfigError("data.inputs", f"cohort root {root} is not a folder")
+        if any(c.name == name for c in cohorts):
+            raise ConfigError("data.inputs", f"cohort name {name!r} given twice; give NAME=PATH")
+        cohorts.append(Cohort(name, root))
+    return cohorts
+
+
+def _first_existing(folder: Path, stems: list[str], extensions: list[str]) -> Path | None:
+    for stem in stems:
+        for ext in extensions:
+            p = folder / f"{stem}{ext}"
+            if p.is_file():
+                return p
+    return None
+
+
+def _subject(cohort: Cohort, name: str, cfg: DataConfig) -> SubjectInput:
+    folder = cohort.root / name
+    mri = folder / "mri"
+    stats = folder / "stats"
+    return SubjectInput(
+        subject_id=name, cohort=cohort.name, folder=folder,
+        image=_first_existing(mri, cfg.image_names, cfg.extensions),
+        parcellation=_first_existing(mri, [cfg.parcellation_name], cfg.extensions),
+        fallback_image=_first_existing(mri, [cfg.fallback_image_name], cfg.extensions),
+        stats_dir=stats if stats.is_dir() else None)
+
+
+def discover(cohorts: list[Cohort], cfg: DataConfig, taken: dict[str, str] | None = None) -> list[SubjectInput]:
+    """All subjects of ``cohorts``, sorted by (cohort order, id).
+
+    taken: subject id -> cohort already owning it (from the cache's manifest). A subject whose id
+    is owned by another cohort, or seen earlier in this call, gets a DuplicateSubjectError; one
+    whose folder name fails the allowlist gets a BadSubjectIdError (and no path from it is used).
+    """
+    owner = dict(taken or {})
+    found: list[SubjectInput] = []
+    for cohort in cohorts:
+        names = sorted(e.name for e in os.scandir(cohort.root)
+                       if e.is_dir() and not e.name.startswith(".")
+                       and not any(fnmatch.fnmatch(e.name, pat) for pat in cfg.exclude))
+        for name in names:
+            if not is_valid_id(name):
+                found.append(SubjectInput(name, cohort.name, cohort.root, error=BadSubjectIdError(
+                    f"folder {name!r} in {cohort.root}: subject ids may use letters, digits and . _ + - "
+                    f"only (no '..', no leading dot); rename the folder")))
+                continue
+            if not (cohort.root / name / "mri").is_dir():
+                continue  # not a subject folder (e.g. a scripts or QA folder beside the subjects)
+            if owner.setdefault(name, cohort.name) != cohort.name:
+                found.append(SubjectInput(name, cohort.name, cohort.root / name, error=DuplicateSubjectError(
+                    f"subject id {name!r} in cohort {cohort.name!r} is already used by cohort "
+                    f"{owner[name]!r}; subject ids must be unique across cohorts (rename one)")))
+                continue
+            found.append(_subject(cohort, name, cfg))
+    return found

@@ -1,0 +1,199 @@
+"""The preprocess driver: discover, plan (skip what is current), run one dask task per subject,
+write the manifest. The driver never holds cohort arrays: tasks return manifest rows only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from tqdm import tqdm
+
+from damt.cache import STORE_FORMAT, clean_debris
+from damt.config import DamtConfig, config_hash, dump_config, to_dict
+from damt.labels import LabelTable, load_label_table
+from preprocess.discover import SubjectInput, discover, parse_cohorts
+from preprocess.manifest import read_manifest, rows_by_key, to_frame, write_manifest
+from preprocess.subject import failed_row, is_unchanged, process_subject, stat_fingerprint
+
+#: failure reasons that belong to discovery, not to a subject's files (they never own an id)
+_ID_REASONS = {"duplicate_subject_id", "bad_subject_id"}
+
+
+class CacheBusyError(RuntimeError):
+    """Another preprocess run holds the cache's lock."""
+
+
+@dataclass
+class RunSummary:
+    """What one ``damt preprocess`` run did. ``by_reason`` counts failed subjects of this run's roots."""
+
+    found: int = 0
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    processed: int = 0
+    seconds: float = 0.0
+    by_reason: Counter = field(default_factory=Counter)
+    manifest_written: bool = False
+    cache: str = ""
+
+    def table(self) -> str:
+        """A plain-text summary table for the console."""
+        lines = [f"{'subjects found':<28}{self.found:>8}", f"{'  ok':<28}{self.ok:>8}",
+                 f"{'  failed':<28}{self.failed:>8}"]
+        lines += [f"{'    ' + reason:<28}{n:>8}" for reason, n in sorted(self.by_reason.items())]
+        lines += [f"{'processed this run':<28}{self.processed:>8}",
+                  f"{'skipped (unchanged)':<28}{self.skipped:>8}",
+                  f"{'wall time (s)':<28}{self.seconds:>8.1f}", f"cache: {self.cache}"]
+        rule = "-" * 36
+        return "\n".join([rule, *lines, rule])
+
+
+def preprocess_hash(cfg: DamtConfig, table: LabelTable) -> str:
+    """Hash of everything that changes a subject store: the preprocess section, the label table's
+    bytes and the store format. Training settings are left out, so changing them rebuilds nothing."""
+    return config_hash({"preprocess": to_dict(cfg.preprocess), "label_table_sha256": table.sha256,
+                        "store_format": STORE_FORMAT})
+
+
+@contextmanager
+def cache_lock(cache: Path) -> Iterator[None]:
+    """Hold ``<cache>/.lock`` so two runs never clean or write the same cache at once."""
+    fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CacheBusyError(f"{cache} is in use by another damt preprocess run") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def plan(subjects: list[SubjectInput], previous: dict, chash: str, cache: Path) -> tuple[list, list]:
+    """Split subjects into (tasks [(subject, previous row)], kept rows).
+
+    A subject is kept without reading anything when its last row has this config hash, the same
+    file sizes and mtimes, and is still valid (see ``is_unchanged``). Discovery errors become
+    failed rows here; everything else becomes a task (which may still find the bytes unchanged).
+    """
+    tasks, kept = [], []
+    for s in subjects:
+        prev = previous.get((s.cohort, s.subject_id))
+        if s.error is not None:
+            kept.append(failed_row(s, chash, s.error))
+        elif prev is not None and prev.get("input_stat") == stat_fingerprint(s) \
+                and is_unchanged(prev, prev.get("input_hash"), chash, cache):
+            kept.append(prev)
+        else:
+            tasks.append((s, prev))
+    return tasks, kept
+
+
+def _client(cfg: DamtConfig, workers: int, scheduler: str | None):
+    from dask.distributed import Client, LocalCluster  # noqa: PLC0415 - only the driver needs dask
+
+    if scheduler:
+        return Client(scheduler), None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=cfg.dask.threads_per_worker,
+                           processes=True, memory_limit=f"{cfg.dask.memory_limit_gb}GiB",
+                           dashboard_address=None)
+    return Client(cluster), cluster
+
+
+def _results(tasks: list, cfg: DamtConfig, table: LabelTable, cache: Path, chash: str,
+             workers: int, scheduler: str | None) -> Iterator[dict[str, Any]]:
+    """Yield one manifest row per task as it finishes. ``workers == 0`` runs in this process."""
+    if workers == 0 and not scheduler:
+        for s, prev in tasks:
+            yield _guard(s, chash, lambda s=s, prev=prev: process_subject(s, cfg, table, cache, chash, prev))
+        return
+    from dask.distributed import as_completed  # noqa: PLC0415
+
+    client, cluster = _client(cfg, workers, scheduler)
+    try:
+        futures = {client.submit(process_subject, s, cfg, table, cache, chash, prev, pure=False,
+                                 key=f"damt-subject-{s.cohort}-{s.subject_id}",
+                                 retries=cfg.dask.retries): s for s, prev in tasks}
+        for fut in as_completed(futures):
+            s = futures[fut]
+            yield _guard(s, chash, fut.result)
+            fut.release()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _guard(s: SubjectInput, chash: str, get) -> dict[str, Any]:
+    """Call ``get()`` for a row; an exception that escaped the task (a transient error after its
+    retries, a lost worker) becomes a failed row instead of stopping the cohort."""
+    from damt.errors import SubjectError  # noqa: PLC0415
+
+    try:
+        return get()
+    except SubjectError as err:
+        return failed_row(s, chash, err)
+    except Exception as err:  # noqa: BLE001 - e.g. distributed.KilledWorker
+        row = failed_row(s, chash, SubjectError(f"{type(err).__name__}: {err}"))
+        row["reason"] = "internal_error"
+        return row
+
+
+def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, scheduler: str | None = None,
+                   progress: bool = True) -> RunSummary:
+    """Preprocess every subject of ``cfg.data.inputs`` into ``cache``; returns the summary.
+
+    workers: local worker processes (default ``cfg.dask.workers``; 0 = in this process);
+    scheduler: a dask.distributed scheduler address (default ``cfg.dask.scheduler``).
+    Rows of cohorts not given this time are kept untouched.
+    """
+    t0 = time.perf_counter()
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    workers = cfg.dask.workers if workers is None else workers
+    scheduler = scheduler or cfg.dask.scheduler
+    with cache_lock(cache):
+        clean_debris(cache)
+        table = load_label_table(cfg.labels.table)
+        chash = preprocess_hash(cfg, table)
+        previous = rows_by_key(read_manifest(cache))
+        taken = {sid: coh for (coh, sid), r in previous.items() if r.get("reason") not in _ID_REASONS}
+        subjects = discover(parse_cohorts(cfg.data.inputs), cfg.data, taken)
+        tasks, kept = plan(subjects, previous, chash, cache)
+        rows = dict(previous) | {(r["cohort"], r["subject_id"]): r for r in kept}
+        summary = RunSummary(found=len(subjects), skipped=len(subjects) - len(tasks), processed=len(tasks),
+                             cache=str(cache))
+        bar = tqdm(total=len(tasks), unit="subj", desc="preprocess", disable=not progress, file=sys.stderr)
+        last_write = time.monotonic()
+        n_fail = 0
+        for row in _results(tasks, cfg, table, cache, chash, workers, scheduler):
+            rows[(row["cohort"], row["subject_id"])] = row
+            n_fail += row["status"] != "ok"
+            bar.update(1)
+            bar.set_postfix(ok=bar.n - n_fail, failed=n_fail)
+            if time.monotonic() - last_write > cfg.dask.manifest_every_s:
+                write_manifest(cache, to_frame(rows.values()))  # a crash loses at most this interval
+                last_write = time.monotonic()
+        bar.close()
+        if rows != previous or not (cache / "manifest.parquet").exists():
+            write_manifest(cache, to_frame(rows.values()))
+            (cache / "preprocess_config.yaml").write_text(dump_config(cfg) + f"# preprocess hash {chash}\n")
+            summary.manifest_written = True
+    seen = {(s.cohort, s.subject_id) for s in subjects}
+    for key in seen:
+        r = rows[key]
+        summary.ok += r["status"] == "ok"
+        if r["status"] != "ok":
+            summary.failed += 1
+            summary.by_reason[r["reason"]] += 1
+    summary.seconds = time.perf_counter() - t0
+    return summary
