@@ -1,0 +1,73 @@
+"""Label table: versioned file, checked at load, every id remaps as listed, names from the LUT."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from damt.labels import LabelTableError, load_label_table, parse_label_table, remap
+
+HEADER = "fs_id\tclass\tclass_name\tfs_name\n"
+
+
+def test_builtin_table_shape():
+    t = load_label_table("damt-v1")
+    assert t.n_classes == 101 and t.version == "damt-v1" and len(t.sha256) == 64
+    assert len(set(t.fs_ids.tolist())) == len(t.fs_ids)
+    assert sorted(set(t.classes.tolist())) == list(range(101))
+    desikan = [i for i, c in zip(t.fs_ids, t.classes) if i > 1000 and c != 0 and c != 32]
+    assert len(desikan) == 68 and 1004 not in desikan and 2004 not in desikan
+    for excluded in (251, 255, 30, 31, 62, 63, 72, 80, 85):  # METHOD.md: left out -> background
+        assert t.classes[list(t.fs_ids).index(excluded)] == 0
+
+
+def test_every_table_id_remaps_as_listed():
+    t = load_label_table("damt-v1")
+    classes, unknown = remap(t.fs_ids.reshape(-1, 1, 1), t.lookup())
+    assert unknown == {} and classes.dtype == np.uint8
+    np.testing.assert_array_equal(classes.ravel(), t.classes)
+
+
+def test_names_come_from_freesurfer_lut(data_dir):
+    lut = {}
+    for line in (data_dir / "freesurfer_lut" / "FreeSurferColorLUT.txt").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].isdigit():
+            lut.setdefault(int(parts[0]), parts[1])
+    t = load_label_table("damt-v1")
+    for fs_id, name in zip(t.fs_ids, t.fs_names):
+        assert lut[int(fs_id)] == name
+
+
+def test_real_parcellations_have_no_unknown_ids(data_dir):
+    t = load_label_table("damt-v1")
+    for f in sorted(data_dir.glob("*/*/mri/aparc+aseg.mgz")):
+        ids = np.asanyarray(nib.load(f).dataobj)
+        classes, unknown = remap(ids, t.lookup())
+        assert unknown == {}, f
+        assert len(np.unique(classes)) > 90  # most structures are present in every real subject
+
+
+def test_unknown_ids_counted_and_mapped_to_background():
+    t = load_label_table("damt-v1")
+    classes, unknown = remap(np.array([17, 9999, 9999, -3, 70000]), t.lookup())
+    assert classes.tolist()[1:] == [0, 0, 0, 0] and classes[0] > 0
+    assert unknown == {9999: 2, -3: 1, 70000: 1}
+
+
+@pytest.mark.parametrize("body,match", [
+    ("0\t0\tbg\tUnknown\n2\t1\twm\tWM\n2\t1\twm\tWM\n", "duplicate FreeSurfer ids"),
+    ("0\t0\tbg\tUnknown\n2\t2\twm\tWM\n", "contiguous"),
+    ("0\t0\tbg\tUnknown\n2\t1\twm\tWM\n3\t1\tgm\tGM\n", "named both"),
+    ("0\t1\tbg\tUnknown\n2\t0\twm\tWM\n", "id 0 must map to class 0"),
+    ("0\t0\tbg\n", "4 tab-separated"),
+])
+def test_malformed_tables_rejected(body, match):
+    with pytest.raises(LabelTableError, match=match):
+        parse_label_table(HEADER + body, "test")
+
+
+def test_unknown_table_name():
+    with pytest.raises(LabelTableError, match="no such built-in table"):
+        load_label_table("damt-v9")
