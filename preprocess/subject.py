@@ -42,8 +42,9 @@ class Preprocessed:
 
 
 def is_binary_mask(data: np.ndarray) -> bool:
-    """True if every voxel is 0 or 1 (a brain mask, not a T1)."""
-    return bool(data.min() >= 0 and data.max() <= 1 and np.array_equal(data, data.astype(bool)))
+    """True if the voxels are 0 and 1 only, both present (a brain mask, not a T1). An all-zero
+    image is not a mask but an empty image, and fails later as such."""
+    return bool(data.min() == 0 and data.max() == 1 and np.array_equal(data, data.astype(bool)))
 
 
 def check_same_grid(a: Volume, b: Volume, atol_mm: float) -> None:

@@ -66,7 +66,11 @@ def read_volume(path: str | Path) -> Volume:
     path = Path(path)
     try:
         img = nib.load(str(path))
-    except (ImageFileError, EOFError, zlib.error, ValueError, TypeError) as err:
+    except (EOFError, zlib.error) as err:
+        # nibabel seeks to the MGH footer at load time, so a truncated .mgz fails here already
+        raise CorruptFileError(f"{path}: the file ends early ({type(err).__name__}: {err}); it is "
+                               f"probably truncated, re-export or re-copy it") from err
+    except (ImageFileError, ValueError, TypeError) as err:
         raise NotAnImageError(f"{path}: not a readable NIfTI/MGH image ({err}); check that the file "
                               f"is what its name says") from err
     except OSError as err:
