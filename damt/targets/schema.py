@@ -1,0 +1,176 @@
+"""The morphometry schema (a versioned data file) and the per-subject morphometry vector.
+
+The schema fixes the columns, their order (global first, then local), units, and which columns the
+1 mm parcellation can stand in for (voxel counts of given FreeSurfer ids x voxel volume). See the
+header of ``morphometry-damt-v1.tsv`` for the column choice and the measured agreement between
+stats values and parcellation counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from damt.targets.fsstats import read_stats_dir
+
+BUILTIN_SCHEMAS = {"damt-v1": Path(__file__).with_name("morphometry-damt-v1.tsv")}
+_HEADER = ["name", "group", "unit", "parc_ids", "aliases", "description"]
+
+
+class SchemaError(ValueError):
+    """The morphometry schema file is malformed."""
+
+
+@dataclass(frozen=True)
+class MorphometrySchema:
+    """Parallel per-column tuples, in vector order. ``parc_ids[i]`` is empty when column ``i`` cannot
+    be computed from the parcellation; ``aliases[i]`` are other stats names of the same value."""
+
+    version: str
+    sha256: str
+    names: tuple[str, ...]
+    groups: tuple[str, ...]
+    units: tuple[str, ...]
+    parc_ids: tuple[tuple[int, ...], ...]
+    aliases: tuple[tuple[str, ...], ...]
+    descriptions: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def group_mask(self, group: str) -> np.ndarray:
+        """bool [n]: True for columns of ``group`` ('global' or 'local')."""
+        return np.asarray([g == group for g in self.groups], dtype=bool)
+
+    @property
+    def parcellation_derivable(self) -> np.ndarray:
+        """bool [n]: True where the parcellation can give the value."""
+        return np.asarray([bool(ids) for ids in self.parc_ids], dtype=bool)
+
+
+def _parse_ids(text: str, where: str) -> tuple[int, ...]:
+    """'4,5,1000-1035' -> (4, 5, 1000, ..., 1035); '-' -> ()."""
+    if text == "-":
+        return ()
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+    except ValueError:
+        raise SchemaError(f"{where}: parc_ids {text!r} is not a list of ids/ranges like 4,1000-1035") \
+            from None
+    if len(set(out)) != len(out) or min(out) < 0:
+        raise SchemaError(f"{where}: parc_ids {text!r} repeats an id or has a negative id")
+    return tuple(out)
+
+
+def parse_schema(text: str, version: str, sha256: str = "") -> MorphometrySchema:
+    """Parse schema TSV text (header ``name group unit parc_ids aliases description``; '#' comments).
+
+    Checks: unique names and aliases, groups in {global, local}, all global columns before local.
+    Raises SchemaError.
+    """
+    rows = [ln.split("\t") for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not rows or rows[0] != _HEADER:
+        raise SchemaError(f"{version}: header must be {' '.join(_HEADER)} (tab-separated)")
+    cols: dict[str, list] = {k: [] for k in _HEADER}
+    for n, row in enumerate(rows[1:], start=2):
+        where = f"{version} row {n}"
+        if len(row) != len(_HEADER):
+            raise SchemaError(f"{where}: expected {len(_HEADER)} tab-separated fields, got {len(row)}")
+        name, group, unit, ids, aliases, desc = row
+        if group not in ("global", "local"):
+            raise SchemaError(f"{where}: group must be global or local, got {group!r}")
+        if cols["group"] and cols["group"][-1] == "local" and group == "global":
+            raise SchemaError(f"{where}: global columns must all come before local ones")
+        cols["name"].append(name)
+        cols["group"].append(group)
+        cols["unit"].append(unit)
+        cols["parc_ids"].append(_parse_ids(ids, where))
+        cols["aliases"].append(() if aliases == "-" else tuple(aliases.split("|")))
+        cols["description"].append(desc)
+    every = cols["name"] + [a for al in cols["aliases"] for a in al]
+    dup = sorted({n for n in every if every.count(n) > 1})
+    if dup:
+        raise SchemaError(f"{version}: names or aliases used twice: {dup[:5]}")
+    return MorphometrySchema(version=version, sha256=sha256, names=tuple(cols["name"]),
+                             groups=tuple(cols["group"]), units=tuple(cols["unit"]),
+                             parc_ids=tuple(cols["parc_ids"]), aliases=tuple(cols["aliases"]),
+                             descriptions=tuple(cols["description"]))
+
+
+def load_schema(name_or_path: str = "damt-v1") -> MorphometrySchema:
+    """Load a built-in schema by name (``damt-v1``) or a schema TSV by path. Raises SchemaError."""
+    path = BUILTIN_SCHEMAS.get(name_or_path, Path(name_or_path))
+    if not path.is_file():
+        raise SchemaError(f"morphometry schema {name_or_path!r}: no such built-in schema or file "
+                          f"(built-in: {', '.join(BUILTIN_SCHEMAS)})")
+    raw = path.read_bytes()
+    version = name_or_path if name_or_path in BUILTIN_SCHEMAS else path.stem
+    return parse_schema(raw.decode(), version, hashlib.sha256(raw).hexdigest())
+
+
+def id_counts(parcellation_fs_ids: np.ndarray) -> np.ndarray:
+    """Voxel count per FreeSurfer id: int64 [max_id + 1] from an integer array of any shape.
+
+    Negative ids (never written by FreeSurfer) are ignored rather than wrapping around.
+    """
+    ids = np.asarray(parcellation_fs_ids).ravel()
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"parcellation must hold integer FreeSurfer ids, got dtype {ids.dtype}")
+    if ids.size and ids.min() < 0:
+        ids = ids[ids >= 0]
+    return np.bincount(ids.astype(np.int64, copy=False))
+
+
+def morphometry_from_values(stats_values: dict[str, float], counts: np.ndarray | None,
+                            voxel_volume_mm3: float, schema: MorphometrySchema,
+                            prefer_parcellation: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Assemble the vector from parsed stats values and/or per-id voxel counts.
+
+    stats_values: name -> float (from :func:`damt.targets.fsstats.read_stats_dir`);
+    counts: int64 [max_id + 1] from :func:`id_counts`, or None.
+    A column takes its stats value (by name, then aliases); else, if it is parcellation-derivable and
+    counts are given, sum(counts[ids]) * voxel_volume_mm3; else present False and value 0.0.
+    ``prefer_parcellation`` swaps that order for derivable columns.
+    Returns (values float32 [n], present bool [n]); values are always finite.
+    """
+    n = len(schema)
+    values = np.zeros(n, dtype=np.float32)
+    present = np.zeros(n, dtype=bool)
+    for i, (name, ids) in enumerate(zip(schema.names, schema.parc_ids)):
+        from_parc = None
+        if ids and counts is not None:
+            inside = [j for j in ids if j < counts.size]
+            from_parc = float(counts[inside].sum()) * voxel_volume_mm3
+        from_stats = next((stats_values[k] for k in (name, *schema.aliases[i]) if k in stats_values),
+                          None)
+        order = (from_parc, from_stats) if prefer_parcellation else (from_stats, from_parc)
+        value = next((v for v in order if v is not None), None)
+        if value is not None and np.isfinite(value):
+            values[i], present[i] = value, True
+    return values, present
+
+
+def morphometry_vector(stats_dir: Path | None, parcellation_fs_ids: np.ndarray | None,
+                       voxel_volume_mm3: float, schema: MorphometrySchema,
+                       prefer_parcellation: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The morphometry target of one subject.
+
+    stats_dir: the subject's ``stats/`` folder (None or absent: no stats); any of aseg.stats,
+    lh.aparc.stats, rh.aparc.stats may be missing. parcellation_fs_ids: the ORIGINAL 1 mm
+    aparc+aseg (integer FreeSurfer ids, any shape) or None; voxel_volume_mm3: its voxel volume
+    (|det| of the affine's 3x3 part). Returns (values float32 [n], present bool [n]); a column
+    neither file nor parcellation can give is present=False with value 0.0 (never NaN).
+    Raises FsStatsError for a malformed stats file, ValueError for a bad voxel volume.
+    """
+    if not (np.isfinite(voxel_volume_mm3) and voxel_volume_mm3 > 0):
+        raise ValueError(f"voxel_volume_mm3 must be a positive number, got {voxel_volume_mm3!r}")
+    stats_values, _, _ = read_stats_dir(stats_dir)
+    counts = None if parcellation_fs_ids is None else id_counts(parcellation_fs_ids)
+    return morphometry_from_values(stats_values, counts, float(voxel_volume_mm3), schema,
+                                   prefer_parcellation)
