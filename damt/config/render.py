@@ -33,7 +33,7 @@ def to_commented_yaml(obj: Any, indent: int = 0) -> str:
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        doc = f.metadata.get("doc", "")
+        doc = " ".join(f.metadata.get("doc", "").split())  # one line, whatever the docstring
         unit = f.metadata.get("unit")
         if dataclasses.is_dataclass(hints[f.name]):
             if indent == 0:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from damt.config.validate import ConfigError, section, setting
+from damt.targets.config import TargetsConfig
 
 
 @dataclass(frozen=True)
@@ -187,9 +188,16 @@ class TrainConfig:
     keep_every_epochs: int = setting(20, "also keep a copy every N epochs", unit="epochs", lo=1)
     max_consecutive_skips: int = setting(10, "non-finite steps in a row that stop the run", lo=1)
     log_every_steps: int = setting(10, "metrics.jsonl / TensorBoard interval", unit="steps", lo=1)
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """Streaming crops from the cache to the training device."""
+
     num_workers: int = setting(4, "data-loader worker processes per rank", lo=0)
     prefetch_factor: int = setting(2, "batches prefetched per worker", lo=1)
     pin_memory: bool = setting(True, "pin host memory (only with a GPU)")
+    cohort_balanced: bool = setting(False, "sample cohorts equally often instead of subjects")
 
 
 @dataclass(frozen=True)
@@ -199,12 +207,14 @@ class DamtConfig:
     data: DataConfig = section(DataConfig)
     preprocess: PreprocessConfig = section(PreprocessConfig)
     labels: LabelsConfig = section(LabelsConfig)
+    targets: TargetsConfig = section(TargetsConfig)
     dask: DaskConfig = section(DaskConfig)
     views: ViewsConfig = section(ViewsConfig)
     model: ModelConfig = section(ModelConfig)
     tasks: TasksConfig = section(TasksConfig)
     optim: OptimConfig = section(OptimConfig)
     train: TrainConfig = section(TrainConfig)
+    loader: LoaderConfig = section(LoaderConfig)
 
     def _check(self, path: str) -> None:
         if self.views.global_crop_vox > self.preprocess.min_shape_vox:

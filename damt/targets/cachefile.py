@@ -1,0 +1,67 @@
+"""``<cache>/targets.json``: the target schema (column names per kind) and the normalisation
+statistics over the ok subjects. Subject stores keep raw values; statistics are applied when a
+sample is loaded, so adding a cohort refits them without rewriting any store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from damt.targets.normalise import apply
+
+TARGETS_JSON = "targets.json"
+TARGETS_FORMAT = "damt-targets-v1"
+#: target kinds, in the names of the store arrays (``<kind>`` float32 and ``<kind>_present`` bool)
+KINDS = ("morphometry", "radiomics")
+
+
+@dataclass(frozen=True)
+class CacheTargets:
+    """Parsed targets.json. ``names[kind]``: column names in store order; ``stats[kind]``: the
+    normalisation statistics from :func:`damt.targets.normalise.fit` (empty dict: no columns)."""
+
+    names: dict[str, list[str]]
+    stats: dict[str, dict]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def size(self, kind: str) -> int:
+        """Number of columns of ``kind`` (0 when the kind is switched off)."""
+        return len(self.names.get(kind, []))
+
+    def normalise(self, kind: str, values: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """Normalised float32 values, same shape as ``values`` ([n] or [B, n]); 0 where not present."""
+        if self.size(kind) == 0:
+            return np.zeros(values.shape, np.float32)
+        return apply(values, present, self.stats[kind])
+
+    @classmethod
+    def load(cls, cache: Path) -> "CacheTargets":
+        """Read ``<cache>/targets.json``; FileNotFoundError with advice if it is missing."""
+        path = Path(cache) / TARGETS_JSON
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: run `damt preprocess` on this cache first")
+        doc = json.loads(path.read_text())
+        if doc.get("format") != TARGETS_FORMAT:
+            raise ValueError(f"{path}: format {doc.get('format')!r}, expected {TARGETS_FORMAT!r}")
+        names = {k: list(doc[k]["names"]) for k in KINDS}
+        stats = {k: doc[k]["normalisation"] for k in KINDS}
+        return cls(names=names, stats=stats, info={k: v for k, v in doc.items() if k not in KINDS})
+
+
+def write_targets_json(cache: Path, doc: dict[str, Any]) -> bool:
+    """Write targets.json atomically if its content changed. Returns True if written."""
+    path = Path(cache) / TARGETS_JSON
+    text = json.dumps(doc | {"format": TARGETS_FORMAT}, indent=1, sort_keys=True)
+    if path.is_file() and path.read_text() == text:
+        return False
+    tmp = path.with_name(f".{TARGETS_JSON}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
