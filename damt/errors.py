@@ -39,6 +39,8 @@ ConstantImageError = _make("ConstantImageError", "constant_image",
                            "The brain voxels all have one intensity.")
 UnknownLabelsError = _make("UnknownLabelsError", "unknown_labels",
                            "The parcellation holds ids that are not in the label table.")
+CorruptStatsError = _make("CorruptStatsError", "corrupt_stats",
+                          "A FreeSurfer stats file is malformed (it cannot be parsed).")
 BadLabelsError = _make("BadLabelsError", "bad_parcellation",
                        "The parcellation is not integer-valued.")
 BinaryMaskError = _make("BinaryMaskError", "binary_mask_image",
@@ -54,6 +56,6 @@ TransientIOError = _make("TransientIOError", "transient_io",
 REASONS = {cls.reason: cls.__doc__ for cls in (
     MissingImageError, MissingParcellationError, CorruptFileError, NotAnImageError, NotThreeDError,
     GridMismatchError, NoAffineError, NonFiniteError, EmptyForegroundError, ConstantImageError,
-    UnknownLabelsError, BadLabelsError, BinaryMaskError, DuplicateSubjectError, BadSubjectIdError,
+    UnknownLabelsError, BadLabelsError, CorruptStatsError, BinaryMaskError, DuplicateSubjectError, BadSubjectIdError,
     TransientIOError)}
 REASONS["internal_error"] = "An unexpected error in DAMT itself (please report it with the message)."

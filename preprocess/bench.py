@@ -17,6 +17,7 @@ from damt.config import DamtConfig
 from damt.labels import load_label_table
 from preprocess.discover import discover, parse_cohorts
 from preprocess.run import preprocess_hash, run_preprocess
+from preprocess.targets import build_plan
 from preprocess.subject import process_subject
 
 
@@ -47,12 +48,13 @@ def bench_preprocess(cfg: DamtConfig, limit: int = 4, repeats: int = 1,
     """Yield one JSON-ready dict per result (DAMT stage, MONAI chain, ratio, worker scaling)."""
     _one_thread()
     table = load_label_table(cfg.labels.table)
-    chash = preprocess_hash(cfg, table)
     subjects = [s for s in discover(parse_cohorts(cfg.data.inputs), cfg.data)
                 if s.error is None and s.image is not None and s.parcellation is not None][:limit]
     if not subjects:
         raise ValueError("no usable subjects under data.inputs / --input")
     ids = [s.subject_id for s in subjects]
+    targets = build_plan(cfg, table, ids)
+    chash = preprocess_hash(cfg, table, targets)
     base = {"bench": "preprocess", "subjects": len(subjects), "repeats": repeats, **machine()}
 
     ours_cpu = ours_wall = 0.0
@@ -61,14 +63,17 @@ def bench_preprocess(cfg: DamtConfig, limit: int = 4, repeats: int = 1,
             for s in subjects:
                 cache = Path(tmp) / f"r{r}"
                 row: dict = {}
-                c, w = _timed(lambda s=s, cache=cache: row.update(process_subject(s, cfg, table, cache, chash)))
+                c, w = _timed(lambda s=s, cache=cache: row.update(process_subject(s, cfg, table, targets, cache, chash)))
                 if row["status"] != "ok":
                     raise RuntimeError(f"{s.subject_id} failed: {row['message']}")
                 ours_cpu, ours_wall = ours_cpu + c, ours_wall + w
+        rad_cpu = _radiomics_cpu(Path(tmp) / "r0", ids, cfg, targets) if targets.tissues else 0.0
     n = len(subjects) * repeats
-    ours = {**base, "stage": "damt", "cpu_s_per_subject": round(ours_cpu / n, 4),
-            "wall_s_per_subject": round(ours_wall / n, 4), "subject_ids": ids}
-    yield ours
+    yield {**base, "stage": "damt", "cpu_s_per_subject": round(ours_cpu / n, 4),
+           "wall_s_per_subject": round(ours_wall / n, 4), "subject_ids": ids}
+    yield {**base, "stage": "damt_radiomics_part", "cpu_s_per_subject": round(rad_cpu / len(ids), 4),
+           "fraction_of_stage": round(rad_cpu / len(ids) / max(ours_cpu / n, 1e-9), 3),
+           "target_s_per_subject": 3.0}
 
     from preprocess.baseline import monai_chain
 
@@ -84,6 +89,20 @@ def bench_preprocess(cfg: DamtConfig, limit: int = 4, repeats: int = 1,
     yield {**base, "stage": "ratio", "monai_chain_over_damt_cpu": round(base_cpu / max(ours_cpu, 1e-9), 3)}
 
     yield from _scaling(cfg, workers, base)
+
+
+def _radiomics_cpu(cache: Path, ids: list[str], cfg: DamtConfig, targets) -> float:
+    """CPU seconds of the radiomics part alone, re-run on the stored training grids."""
+    from damt.cache import open_subject, store_path
+    from damt.targets.radiomics import texture_vector
+
+    total = 0.0
+    for sid in ids:
+        g = open_subject(store_path(cache, sid))
+        image, atlas = g["image"][...].astype("float32"), g["atlas"][...]
+        total += _timed(lambda: texture_vector(image, atlas, cfg.preprocess.spacing_mm, cfg.targets.radiomics,
+                                               targets.tissues))[0]
+    return total
 
 
 def _scaling(cfg: DamtConfig, workers: list[int], base: dict) -> Iterator[dict]:

@@ -5,6 +5,7 @@ write the manifest. The driver never holds cohort arrays: tasks return manifest 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sys
 import time
@@ -21,7 +22,9 @@ from damt.config import DamtConfig, config_hash, dump_config, to_dict
 from damt.labels import LabelTable, load_label_table
 from preprocess.discover import SubjectInput, discover, parse_cohorts
 from preprocess.manifest import read_manifest, rows_by_key, to_frame, write_manifest
+from damt.targets.cachefile import TARGETS_JSON
 from preprocess.subject import failed_row, is_unchanged, process_subject, stat_fingerprint
+from preprocess.targets import TargetPlan, build_plan, refit_targets_json
 
 #: failure reasons that belong to discovery, not to a subject's files (they never own an id)
 _ID_REASONS = {"duplicate_subject_id", "bad_subject_id"}
@@ -43,6 +46,8 @@ class RunSummary:
     seconds: float = 0.0
     by_reason: Counter = field(default_factory=Counter)
     manifest_written: bool = False
+    targets_written: bool = False
+    notes: list = field(default_factory=list)
     cache: str = ""
 
     def table(self) -> str:
@@ -52,16 +57,26 @@ class RunSummary:
         lines += [f"{'    ' + reason:<28}{n:>8}" for reason, n in sorted(self.by_reason.items())]
         lines += [f"{'processed this run':<28}{self.processed:>8}",
                   f"{'skipped (unchanged)':<28}{self.skipped:>8}",
-                  f"{'wall time (s)':<28}{self.seconds:>8.1f}", f"cache: {self.cache}"]
+                  f"{'wall time (s)':<28}{self.seconds:>8.1f}", f"cache: {self.cache}", *self.notes]
         rule = "-" * 36
         return "\n".join([rule, *lines, rule])
 
 
-def preprocess_hash(cfg: DamtConfig, table: LabelTable) -> str:
+def preprocess_hash(cfg: DamtConfig, table: LabelTable, plan: TargetPlan) -> str:
     """Hash of everything that changes a subject store: the preprocess section, the label table's
-    bytes and the store format. Training settings are left out, so changing them rebuilds nothing."""
+    bytes, the target plan (schema, tissues, pyradiomics settings) and the store format. Training
+    settings and target normalisation are left out, so changing them rebuilds no store."""
     return config_hash({"preprocess": to_dict(cfg.preprocess), "label_table_sha256": table.sha256,
-                        "store_format": STORE_FORMAT})
+                        "targets": plan.digest(), "store_format": STORE_FORMAT})
+
+
+def _normalise_changed(cache: Path, cfg: DamtConfig) -> bool:
+    """True if targets.json was fitted with other normalisation settings than ``cfg``'s."""
+    try:
+        doc = json.loads((cache / TARGETS_JSON).read_text())
+    except (OSError, ValueError):
+        return True
+    return doc.get("normalise_config") != to_dict(cfg.targets.normalise)
 
 
 @contextmanager
@@ -78,7 +93,8 @@ def cache_lock(cache: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def plan(subjects: list[SubjectInput], previous: dict, chash: str, cache: Path) -> tuple[list, list]:
+def plan(subjects: list[SubjectInput], previous: dict, chash: str, cache: Path, targets: TargetPlan
+         ) -> tuple[list, list]:
     """Split subjects into (tasks [(subject, previous row)], kept rows).
 
     A subject is kept without reading anything when its last row has this config hash, the same
@@ -90,7 +106,7 @@ def plan(subjects: list[SubjectInput], previous: dict, chash: str, cache: Path) 
         prev = previous.get((s.cohort, s.subject_id))
         if s.error is not None:
             kept.append(failed_row(s, chash, s.error))
-        elif prev is not None and prev.get("input_stat") == stat_fingerprint(s) \
+        elif prev is not None and prev.get("input_stat") == stat_fingerprint(s, targets.subject_digest(s.subject_id)) \
                 and is_unchanged(prev, prev.get("input_hash"), chash, cache):
             kept.append(prev)
         else:
@@ -109,18 +125,18 @@ def _client(cfg: DamtConfig, workers: int, scheduler: str | None):
     return Client(cluster), cluster
 
 
-def _results(tasks: list, cfg: DamtConfig, table: LabelTable, cache: Path, chash: str,
+def _results(tasks: list, cfg: DamtConfig, table: LabelTable, targets: TargetPlan, cache: Path, chash: str,
              workers: int, scheduler: str | None) -> Iterator[dict[str, Any]]:
     """Yield one manifest row per task as it finishes. ``workers == 0`` runs in this process."""
     if workers == 0 and not scheduler:
         for s, prev in tasks:
-            yield _guard(s, chash, lambda s=s, prev=prev: process_subject(s, cfg, table, cache, chash, prev))
+            yield _guard(s, chash, lambda s=s, prev=prev: process_subject(s, cfg, table, targets, cache, chash, prev))
         return
     from dask.distributed import as_completed  # noqa: PLC0415
 
     client, cluster = _client(cfg, workers, scheduler)
     try:
-        futures = {client.submit(process_subject, s, cfg, table, cache, chash, prev, pure=False,
+        futures = {client.submit(process_subject, s, cfg, table, targets, cache, chash, prev, pure=False,
                                  key=f"damt-subject-{s.cohort}-{s.subject_id}",
                                  retries=cfg.dask.retries): s for s, prev in tasks}
         for fut in as_completed(futures):
@@ -164,18 +180,20 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
     with cache_lock(cache):
         clean_debris(cache)
         table = load_label_table(cfg.labels.table)
-        chash = preprocess_hash(cfg, table)
         previous = rows_by_key(read_manifest(cache))
         taken = {sid: coh for (coh, sid), r in previous.items() if r.get("reason") not in _ID_REASONS}
         subjects = discover(parse_cohorts(cfg.data.inputs), cfg.data, taken)
-        tasks, kept = plan(subjects, previous, chash, cache)
+        all_ids = sorted({sid for _, sid in previous} | {s.subject_id for s in subjects if s.error is None})
+        targets = build_plan(cfg, table, all_ids)
+        chash = preprocess_hash(cfg, table, targets)
+        tasks, kept = plan(subjects, previous, chash, cache, targets)
         rows = dict(previous) | {(r["cohort"], r["subject_id"]): r for r in kept}
         summary = RunSummary(found=len(subjects), skipped=len(subjects) - len(tasks), processed=len(tasks),
                              cache=str(cache))
         bar = tqdm(total=len(tasks), unit="subj", desc="preprocess", disable=not progress, file=sys.stderr)
         last_write = time.monotonic()
         n_fail = 0
-        for row in _results(tasks, cfg, table, cache, chash, workers, scheduler):
+        for row in _results(tasks, cfg, table, targets, cache, chash, workers, scheduler):
             rows[(row["cohort"], row["subject_id"])] = row
             n_fail += row["status"] != "ok"
             bar.update(1)
@@ -184,10 +202,18 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
                 write_manifest(cache, to_frame(rows.values()))  # a crash loses at most this interval
                 last_write = time.monotonic()
         bar.close()
-        if rows != previous or not (cache / "manifest.parquet").exists():
-            write_manifest(cache, to_frame(rows.values()))
+        for kind, report in targets.csv_report.items():
+            summary.notes.append(f"csv import ({kind}): {report['summary']}")
+        changed = rows != previous or not (cache / "manifest.parquet").exists()
+        if changed:
+            frame = to_frame(rows.values())
+            write_manifest(cache, frame)
             (cache / "preprocess_config.yaml").write_text(dump_config(cfg) + f"# preprocess hash {chash}\n")
             summary.manifest_written = True
+        if changed or not (cache / TARGETS_JSON).exists() or _normalise_changed(cache, cfg):
+            frame = to_frame(rows.values())
+            ok = frame[(frame["status"] == "ok") & (frame["config_hash"] == chash)]
+            summary.targets_written = refit_targets_json(cache, ok, targets, cfg, chash)
     seen = {(s.cohort, s.subject_id) for s in subjects}
     for key in seen:
         r = rows[key]

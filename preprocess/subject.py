@@ -23,12 +23,15 @@ import damt
 from damt import geometry as geo
 from damt.cache import read_store_attrs, write_subject_store
 from damt.config import DamtConfig, PreprocessConfig
-from damt.errors import (BadLabelsError, BinaryMaskError, ConstantImageError, EmptyForegroundError,
+from damt.errors import (BadLabelsError, BinaryMaskError, ConstantImageError, CorruptStatsError,
+                         EmptyForegroundError,
                          GridMismatchError, MissingImageError, MissingParcellationError,
                          NonFiniteError, SubjectError, UnknownLabelsError)
 from damt.io import Volume, file_sha256, read_volume
 from damt.labels import LabelTable, remap
+from damt.targets.fsstats import FsStatsError
 from preprocess.discover import SubjectInput
+from preprocess.targets import TargetPlan, subject_targets
 
 
 @dataclass(frozen=True)
@@ -147,22 +150,24 @@ def load_inputs(inp: SubjectInput, cfg: DamtConfig) -> tuple[Volume, Volume, str
     return image, parc, source
 
 
-def input_fingerprint(inp: SubjectInput) -> tuple[str, str]:
-    """(content hash, stat fingerprint) of a subject's input files.
+def input_fingerprint(inp: SubjectInput, extra: str = "") -> tuple[str, str]:
+    """(content hash, stat fingerprint) of a subject's input files plus ``extra`` (the digest of
+    its imported CSV target rows).
 
     The stat fingerprint (size, mtime_ns per file) lets an unchanged subject be skipped without
     reading anything; the content hash decides when the stat changed but the bytes did not.
     """
     files = inp.input_files()
-    content = json.dumps({role: file_sha256(p) for role, p in sorted(files.items())}, sort_keys=True)
-    return hashlib.sha256(content.encode()).hexdigest(), stat_fingerprint(inp)
+    content = {role: file_sha256(p) for role, p in sorted(files.items())} | {"extra": extra}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return digest, stat_fingerprint(inp, extra)
 
 
-def stat_fingerprint(inp: SubjectInput) -> str:
+def stat_fingerprint(inp: SubjectInput, extra: str = "") -> str:
     """The (size, mtime_ns) part of :func:`input_fingerprint` alone, without reading any file."""
     files = inp.input_files()
-    return json.dumps({role: [p.stat().st_size, p.stat().st_mtime_ns] for role, p in sorted(files.items())},
-                      sort_keys=True)
+    stat = {role: [p.stat().st_size, p.stat().st_mtime_ns] for role, p in sorted(files.items())}
+    return json.dumps(stat | {"extra": extra}, sort_keys=True)
 
 
 def base_row(inp: SubjectInput, config_hash: str) -> dict[str, Any]:
@@ -179,7 +184,7 @@ def failed_row(inp: SubjectInput, config_hash: str, err: SubjectError) -> dict[s
     return base_row(inp, config_hash) | {"reason": err.reason, "message": err.message}
 
 
-def process_subject(inp: SubjectInput, cfg: DamtConfig, table: LabelTable, cache: Path,
+def process_subject(inp: SubjectInput, cfg: DamtConfig, table: LabelTable, plan: TargetPlan, cache: Path,
                     config_hash: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dask task: one subject in, one manifest row out (and, if ok, one committed store).
 
@@ -192,11 +197,17 @@ def process_subject(inp: SubjectInput, cfg: DamtConfig, table: LabelTable, cache
     try:
         if inp.error is not None:
             raise inp.error
-        row["input_hash"], row["input_stat"] = input_fingerprint(inp)
+        row["input_hash"], row["input_stat"] = input_fingerprint(inp, plan.subject_digest(inp.subject_id))
         if is_unchanged(previous, row["input_hash"], config_hash, cache):
             return dict(previous) | {"input_stat": row["input_stat"]}
         image, parc, row["image_source"] = load_inputs(inp, cfg)
         out = preprocess_volumes(image, parc, cfg.preprocess, table.lookup())
+        try:
+            targets = subject_targets(plan, inp.subject_id, inp.stats_dir, parc.data,
+                                      abs(float(np.linalg.det(parc.affine[:3, :3]))),
+                                      out.image.astype(np.float32), out.atlas, cfg.preprocess.spacing_mm)
+        except FsStatsError as err:
+            raise CorruptStatsError(str(err)) from err
         attrs = out.info | {
             "subject_id": inp.subject_id, "cohort": inp.cohort, "spacing_mm": cfg.preprocess.spacing_mm,
             "source_paths": {k: str(v) for k, v in inp.input_files().items()},
@@ -204,7 +215,7 @@ def process_subject(inp: SubjectInput, cfg: DamtConfig, table: LabelTable, cache
             "label_table": {"version": table.version, "sha256": table.sha256, "n_classes": table.n_classes},
             "software_version": damt.__version__}
         p = cfg.preprocess
-        path = write_subject_store(cache, inp.subject_id, {"image": out.image, "atlas": out.atlas}, attrs,
+        path = write_subject_store(cache, inp.subject_id, {"image": out.image, "atlas": out.atlas, **targets}, attrs,
                                    p.chunk_vox, p.codec, p.clevel)
         row |= {"status": "ok", "shape": "x".join(map(str, out.image.shape)),
                 "unknown_label_voxels": int(sum(out.info["unknown_label_voxels"].values())),

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 from damt.config.validate import ConfigError, section, setting
-from damt.targets.config import TargetsConfig
+from damt.config.targets import TargetsConfig
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,24 @@ class ModelConfig:
     mlp_ratio: float = setting(4.0, "MLP hidden width / embed width", lo=0.5)
     drop_path_rate: float = setting(0.0, "stochastic depth rate", lo=0.0, hi=1.0)
     contrastive_dim: int = setting(512, "contrastive projection width", lo=1)
+    regression_channels: int = setting(64, "Conv3d channels of the morphometry and texture heads "
+                                       "(before their FC layer)", lo=1)
+    sdpa_attention: bool = setting(True, "window attention through torch's "
+                                   "scaled_dot_product_attention in training too (MONAI's own "
+                                   "use_flash_attention applies only without autograd); same maths")
 
     def _check(self, path: str) -> None:
         if len(self.depths) != len(self.num_heads):
             raise ConfigError(f"{path}.num_heads", "needs one entry per stage of depths")
+        if len(self.depths) != 4:
+            raise ConfigError(f"{path}.depths", "MONAI's SwinTransformer has exactly 4 stages")
+        if self.embed_dim % 12:
+            raise ConfigError(f"{path}.embed_dim", "must be a multiple of 12 (MONAI SwinUNETR's "
+                              "feature_size rule, so the encoder exports to SwinUNETR)")
+        for i, heads in enumerate(self.num_heads):
+            if (self.embed_dim * 2 ** i) % heads:
+                raise ConfigError(f"{path}.num_heads[{i}]", f"must divide the stage width "
+                                  f"{self.embed_dim * 2 ** i}")
 
 
 @dataclass(frozen=True)
@@ -188,6 +202,11 @@ class TrainConfig:
     keep_every_epochs: int = setting(20, "also keep a copy every N epochs", unit="epochs", lo=1)
     max_consecutive_skips: int = setting(10, "non-finite steps in a row that stop the run", lo=1)
     log_every_steps: int = setting(10, "metrics.jsonl / TensorBoard interval", unit="steps", lo=1)
+    out_dir: str = setting("runs/damt", "run directory (config.yaml, metrics.jsonl, TensorBoard "
+                           "events, checkpoints/); --out overrides", unit="path")
+    compile: bool = setting(False, "torch.compile the model (GPU; first steps are slow)")
+    wandb: bool = setting(False, "also log to Weights & Biases (needs the wandb extra)")
+    wandb_project: str = setting("damt", "W&B project name when train.wandb is true")
 
 
 @dataclass(frozen=True)

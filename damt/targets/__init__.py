@@ -1,7 +1,7 @@
 """Regression targets (METHOD.md step 7): FreeSurfer morphometry, radiomics texture, CSV import and
 column-wise normalisation. Pure functions; the preprocess stage calls them per subject."""
 
-from damt.targets.config import (GLCM_FEATURES, CsvFileConfig, CsvImportConfig, MorphometryConfig,
+from damt.config.targets import (GLCM_FEATURES, CsvFileConfig, CsvImportConfig, MorphometryConfig,
                                  NormaliseConfig, RadiomicsConfig, TargetsConfig)
 from damt.targets.fsstats import FsStatsError, read_stats_dir
 from damt.targets.schema import MorphometrySchema, SchemaError, load_schema, morphometry_vector

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 import radiomics
 from radiomics.glcm import RadiomicsGLCM
 
-from damt.targets.config import RadiomicsConfig
+from damt.config.targets import RadiomicsConfig
 from damt.targets.tissues import TissueTable, load_tissue_table, tissue_labels
 
 log = logging.getLogger(__name__)

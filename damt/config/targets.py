@@ -1,4 +1,4 @@
-"""The ``targets`` config section: morphometry schema, radiomics (pyradiomics GLCM), CSV import,
+"""The ``targets`` config section (owned by damt.targets): morphometry schema, radiomics (pyradiomics GLCM), CSV import,
 normalisation. Mounted by the root config as ``targets``; pipeline.yaml shows these defaults.
 
 Radiomics field names follow pyradiomics' own settings (in the docs, in parentheses), so a reader
