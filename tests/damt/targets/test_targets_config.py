@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from damt.config.validate import ConfigError, build, describe, to_dict
-from damt.targets.config import GLCM_FEATURES, TargetsConfig
+from damt.config.targets import GLCM_FEATURES, TargetsConfig
 
 
 def test_defaults_documented_and_roundtrip():

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from damt.targets.config import NormaliseConfig
+from damt.config.targets import NormaliseConfig
 from damt.targets.normalise import apply, fit, fit_kwargs, tail_ratio
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from damt.targets.config import GLCM_FEATURES, RadiomicsConfig
+from damt.config.targets import GLCM_FEATURES, RadiomicsConfig
 from damt.targets.radiomics import pyradiomics_settings, texture_names, texture_vector
 
 CFG = RadiomicsConfig()
