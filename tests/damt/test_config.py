@@ -91,3 +91,11 @@ def test_hash_and_dump_round_trip(tmp_path):
 def test_safe_loader_refuses_python_tags():
     with pytest.raises(ConfigError, match="not valid YAML"):
         safe_load_yaml("a: !!python/object/apply:os.system ['true']")
+
+
+def test_docs_config_reference_is_current(repo):
+    """docs/config.md is generated from the config tree; regenerate it when a field changes."""
+    from damt.config.render import to_markdown
+
+    assert to_markdown(DamtConfig()) in (repo / "docs" / "config.md").read_text(), \
+        "run: damt config --markdown and paste it into docs/config.md"
