@@ -117,12 +117,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean "fix your input or setup", printed without a traceback."""
+    from damt.labels import LabelTableError  # noqa: PLC0415
+    from damt.targets import FsStatsError, SchemaError, TissueTableError  # noqa: PLC0415
+    from damt.targets.csv_import import CsvImportError  # noqa: PLC0415
+    from preprocess.run import CacheBusyError  # noqa: PLC0415
+
+    return (LabelTableError, SchemaError, TissueTableError, CsvImportError, FsStatsError, CacheBusyError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    user_errors = _user_errors()
     try:
         return args.func(args)
     except ConfigError as err:
         print(f"damt: config error: {err}", file=sys.stderr)
+        return 2
+    except user_errors as err:
+        print(f"damt: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("damt: interrupted", file=sys.stderr)
