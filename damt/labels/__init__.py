@@ -7,11 +7,12 @@ every id appears once, and the classes are exactly 0..n_classes-1.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from damt.datafile import read_versioned
 
 BUILTIN_TABLES = {"damt-v1": Path(__file__).with_name("damt-v1.tsv")}
 MAX_FS_ID = 16384  # FreeSurfer ids in aparc+aseg/aparc.a2009s+aseg stay well below this
@@ -53,13 +54,7 @@ class LabelTable:
 
 def load_label_table(name_or_path: str) -> LabelTable:
     """Load and check a table by built-in name (``damt-v1``) or TSV path. Raises LabelTableError."""
-    path = BUILTIN_TABLES.get(name_or_path, Path(name_or_path))
-    if not path.is_file():
-        raise LabelTableError(f"label table {name_or_path!r}: no such built-in table or file "
-                              f"(built-in: {', '.join(BUILTIN_TABLES)})")
-    raw = path.read_bytes()
-    version = name_or_path if name_or_path in BUILTIN_TABLES else path.stem
-    return parse_label_table(raw.decode(), version, hashlib.sha256(raw).hexdigest())
+    return parse_label_table(*read_versioned(name_or_path, BUILTIN_TABLES, LabelTableError, "label table"))
 
 
 def parse_label_table(text: str, version: str, sha256: str = "") -> LabelTable:

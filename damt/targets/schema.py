@@ -8,12 +8,12 @@ stats values and parcellation counts.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from damt.datafile import read_versioned
 from damt.targets.fsstats import read_stats_dir
 
 BUILTIN_SCHEMAS = {"damt-v1": Path(__file__).with_name("morphometry-damt-v1.tsv")}
@@ -105,13 +105,7 @@ def parse_schema(text: str, version: str, sha256: str = "") -> MorphometrySchema
 
 def load_schema(name_or_path: str = "damt-v1") -> MorphometrySchema:
     """Load a built-in schema by name (``damt-v1``) or a schema TSV by path. Raises SchemaError."""
-    path = BUILTIN_SCHEMAS.get(name_or_path, Path(name_or_path))
-    if not path.is_file():
-        raise SchemaError(f"morphometry schema {name_or_path!r}: no such built-in schema or file "
-                          f"(built-in: {', '.join(BUILTIN_SCHEMAS)})")
-    raw = path.read_bytes()
-    version = name_or_path if name_or_path in BUILTIN_SCHEMAS else path.stem
-    return parse_schema(raw.decode(), version, hashlib.sha256(raw).hexdigest())
+    return parse_schema(*read_versioned(name_or_path, BUILTIN_SCHEMAS, SchemaError, "morphometry schema"))
 
 
 def id_counts(parcellation_fs_ids: np.ndarray) -> np.ndarray:

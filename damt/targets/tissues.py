@@ -7,12 +7,12 @@ table's class names, so a changed label table cannot silently shift a structure 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from damt.datafile import read_versioned
 from damt.labels import LabelTable
 
 BUILTIN_TISSUE_TABLES = {"damt-v1": Path(__file__).with_name("tissues-damt-v1.tsv")}
@@ -75,13 +75,8 @@ def load_tissue_table(name_or_path: str = "damt-v1",
                       label_table: LabelTable | None = None) -> TissueTable:
     """Load a built-in tissue table by name or a TSV by path; with ``label_table``, check that the
     classes and their names match it. Raises TissueTableError."""
-    path = BUILTIN_TISSUE_TABLES.get(name_or_path, Path(name_or_path))
-    if not path.is_file():
-        raise TissueTableError(f"tissue table {name_or_path!r}: no such built-in table or file "
-                               f"(built-in: {', '.join(BUILTIN_TISSUE_TABLES)})")
-    raw = path.read_bytes()
-    version = name_or_path if name_or_path in BUILTIN_TISSUE_TABLES else path.stem
-    table = parse_tissue_table(raw.decode(), version, hashlib.sha256(raw).hexdigest())
+    table = parse_tissue_table(*read_versioned(name_or_path, BUILTIN_TISSUE_TABLES, TissueTableError,
+                                               "tissue table"))
     if label_table is not None:
         check_against_labels(table, label_table)
     return table

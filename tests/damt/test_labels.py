@@ -69,5 +69,5 @@ def test_malformed_tables_rejected(body, match):
 
 
 def test_unknown_table_name():
-    with pytest.raises(LabelTableError, match="no such built-in table"):
+    with pytest.raises(LabelTableError, match="no such built-in label table"):
         load_label_table("damt-v9")
