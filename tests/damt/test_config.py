@@ -74,8 +74,8 @@ def test_overrides_are_checked_like_the_file():
         load_config(None, ["train.nope=1"])
     with pytest.raises(ConfigError, match="override must look like"):
         load_config(None, ["train.epochs"])
-    c = load_config(None, ["model.depths=[1,1]", "model.num_heads=[1,2]", "tasks.atlas.enabled=false"])
-    assert c.model.depths == [1, 1] and not c.tasks.atlas.enabled
+    c = load_config(None, ["model.depths=[1,1,1,1]", "model.num_heads=[1,2,2,4]", "tasks.atlas.enabled=false"])
+    assert c.model.depths == [1, 1, 1, 1] and not c.tasks.atlas.enabled
     assert c.tasks.atlas.weight == 0.5  # a partial section keeps its own defaults
 
 
