@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from damt.cache import STORE_FORMAT, clean_debris
 from damt.config import DamtConfig, config_hash, dump_config, to_dict
+from damt.errors import SubjectError
 from damt.labels import LabelTable, load_label_table
 from preprocess.discover import SubjectInput, discover, parse_cohorts
 from preprocess.manifest import read_manifest, rows_by_key, to_frame, write_manifest
@@ -136,7 +137,10 @@ def _results(tasks: list, cfg: DamtConfig, table: LabelTable, targets: TargetPla
 
     client, cluster = _client(cfg, workers, scheduler)
     try:
-        futures = {client.submit(process_subject, s, cfg, table, targets, cache, chash, prev, pure=False,
+        # ship the shared objects once, not once per task (the target plan holds every imported
+        # CSV row of the cohort)
+        cfg_f, table_f, targets_f = client.scatter([cfg, table, targets], broadcast=True)
+        futures = {client.submit(process_subject, s, cfg_f, table_f, targets_f, cache, chash, prev, pure=False,
                                  key=f"damt-subject-{s.cohort}-{s.subject_id}",
                                  retries=cfg.dask.retries): s for s, prev in tasks}
         for fut in as_completed(futures):
@@ -152,8 +156,6 @@ def _results(tasks: list, cfg: DamtConfig, table: LabelTable, targets: TargetPla
 def _guard(s: SubjectInput, chash: str, get) -> dict[str, Any]:
     """Call ``get()`` for a row; an exception that escaped the task (a transient error after its
     retries, a lost worker) becomes a failed row instead of stopping the cohort."""
-    from damt.errors import SubjectError  # noqa: PLC0415
-
     try:
         return get()
     except SubjectError as err:
