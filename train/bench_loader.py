@@ -1,0 +1,172 @@
+"""``damt bench loader``: CPU time of one training sample from the cache, against the original
+on-the-fly MONAI chain on the same subjects' original files, in one run, on one thread.
+
+"One sample" is what a loader worker makes (both crops, their parcellations, the labels, the
+MIM block masks, the normalised targets): ``CacheDataset.__getitem__``. The targets come from a
+table that the dataset reads once per run; that one-time cost is reported per subject on its own
+line (``targets_table``). The floor is an in-memory
+copy of the same two crops from volumes already in RAM. Time is ``time.process_time`` (all
+threads of this process), with torch, Blosc and tensorstore held to one thread each. The view
+work that runs on the training device (``damt.views.make_views``) is reported separately, timed
+here on the CPU for information.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from damt.config import DamtConfig
+
+
+def machine() -> dict[str, str | int]:
+    """A short description of this machine for the benchmark record (as ``damt bench preprocess``)."""
+    import os
+    import platform
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count() or 0,
+            "python": platform.python_version()}
+
+
+def _one_thread() -> None:
+    import numcodecs.blosc
+    import torch
+    import zarr
+
+    torch.set_num_threads(1)
+    numcodecs.blosc.set_nthreads(1)
+    zarr.config.set({"threading.max_workers": 1})
+    # tensorstore: CacheDataset's reader opens its context with one I/O and one copy thread
+
+
+def _cpu_ms(fn, count: int, rounds: int = 1) -> float:
+    """CPU milliseconds per item of ``fn()`` (which does ``count`` items); the median of ``rounds``
+    runs, so one run disturbed by another process on a shared machine does not decide."""
+    times = []
+    for _ in range(rounds):
+        c0 = time.process_time()
+        fn()
+        times.append((time.process_time() - c0) / count * 1e3)
+    return float(np.median(times))
+
+
+def _store_layout(cache: Path, store: str) -> dict:
+    """chunk edge and codec of a store's image array (from its metadata, for the record)."""
+    import json
+
+    meta = json.loads((cache / store / "image" / "zarr.json").read_text())
+    chunk = meta["chunk_grid"]["configuration"]["chunk_shape"]
+    codecs = [c for c in meta["codecs"] if c["name"] != "bytes"]
+    codec = codecs[0]["configuration"].get("cname", codecs[0]["name"]) if codecs else "none"
+    return {"chunk_vox": chunk, "codec": codec}
+
+
+def bench_loader(cfg: DamtConfig, cache: Path | Sequence[Path], limit: int = 8, repeats: int = 5,
+                 readers: Sequence[str] = ("tensorstore", "zarr"), chain_repeats: int = 1,
+                 rounds: int = 3) -> Iterator[dict]:
+    """Yield one JSON-ready dict per result.
+
+    cache: one cache, or several (other chunk/codec layouts of the same cohort): each is measured
+    with each reader; the ratio uses the first cache with ``cfg.loader.reader``. limit: subjects
+    measured (the first ok ones of the first cache); repeats: samples per subject (new crops each);
+    chain_repeats: runs of the MONAI chain per subject (0 = skip it; it costs ~1.4 s a run);
+    rounds: timed passes over the same samples; the median pass is reported.
+    """
+    import dataclasses
+
+    from train.data import CacheDataset
+
+    _one_thread()
+    caches = [Path(c) for c in ([cache] if isinstance(cache, (str, Path)) else cache)]
+    first = CacheDataset(caches[0], cfg)
+    ids = first.subjects["subject_id"].tolist()[:limit]
+    n = len(ids) * repeats
+    base = {"bench": "loader", "subjects": len(ids), "repeats": repeats, "samples": n, "rounds": rounds,
+            **machine()}
+    ours: dict[tuple[int, str], float] = {}
+    for ci, c in enumerate(caches):
+        for reader in readers:
+            rcfg = dataclasses.replace(cfg, loader=dataclasses.replace(cfg.loader, reader=reader))
+            ds = CacheDataset(c, rcfg)
+            pos = {sid: i for i, sid in enumerate(ds.subjects["subject_id"])}
+            keys = [pos[sid] + r * len(ds) for r in range(repeats) for sid in ids]
+            for k in keys[: len(ids)]:  # warm-up: imports, reader start, page cache
+                ds[k]
+            ms = _cpu_ms(lambda: [ds[k] for k in keys], n, rounds)
+            ours[(ci, reader)] = ms
+            yield {**base, "stage": "damt", "reader": reader, "cache": str(c),
+                   **_store_layout(c, ds.subjects.at[0, "store"]), "cpu_ms_per_sample": round(ms, 3)}
+
+    yield {**base, "stage": "targets_table", "what": "read + normalise all targets, once per run and rank",
+           "cpu_ms_per_subject": round(_cpu_ms(first._load_targets, len(first), rounds), 3)}
+    yield {**base, "stage": "floor", "what": "in-memory copy of both crops",
+           "cpu_ms_per_sample": round(_floor(first, ids, repeats, rounds), 3)}
+    vb = max(1, min(cfg.train.batch_per_device, len(first)))
+    yield {**base, "stage": "views", "device": "cpu", "batch": vb,
+           "cpu_ms_per_sample": round(_views_ms(first, vb, cfg), 3),
+           "note": "make_views, on the training device in a run; timed here on the CPU for information"}
+
+    if chain_repeats > 0:
+        chain_ms = _chain_ms(cfg, first, ids, chain_repeats)
+        ref = ours.get((0, cfg.loader.reader), next(iter(ours.values())))
+        yield {**base, "stage": "monai_chain", "samples": len(ids) * chain_repeats,
+               "cpu_ms_per_sample": round(chain_ms, 1)}
+        yield {**base, "stage": "ratio", "reader": cfg.loader.reader,
+               "monai_chain_over_damt_cpu": round(chain_ms / max(ref, 1e-9), 1), "target": 200}
+
+
+def _floor(ds, ids: list[str], repeats: int, rounds: int) -> float:
+    """The same crops copied out of volumes already in memory (no store access at all)."""
+    from damt.cache import open_subject
+
+    pos = {sid: i for i, sid in enumerate(ds.subjects["subject_id"])}
+    vols = {}
+    for sid in ids:
+        g = open_subject(ds.cache / ds.subjects.at[pos[sid], "store"])
+        vols[sid] = (g["image"][...], g["atlas"][...])
+    g, lc = ds.cfg.views.global_crop_vox, ds.cfg.views.local_crop_vox
+    plan = []
+    for r in range(repeats):
+        for sid in ids:
+            d = ds.draws(pos[sid] + r * len(ds), vols[sid][0].shape)
+            plan.append((vols[sid], [tuple(slice(s, s + g) for s in d.global_start),
+                                      tuple(slice(s, s + lc) for s in d.local_start)]))
+
+    def run():
+        for (img, atl), boxes in plan:
+            for box in boxes:
+                np.array(img[box]), np.array(atl[box])
+
+    return _cpu_ms(run, len(plan), rounds)
+
+
+def _views_ms(ds, b: int, cfg: DamtConfig) -> float:
+    from torch.utils.data import default_collate
+
+    from damt.views import make_views
+
+    batch = default_collate([ds[i] for i in range(b)])
+    make_views(batch, cfg)
+    return _cpu_ms(lambda: make_views(batch, cfg), b, 3)
+
+
+def _chain_ms(cfg: DamtConfig, ds, ids: list[str], repeats: int) -> float:
+    """The original chain per sample on the subjects' original files (paths kept in the stores)."""
+    from damt.cache import read_store_attrs
+    from damt.labels import load_label_table
+    from preprocess.baseline import monai_chain
+
+    table = load_label_table(cfg.labels.table)
+    chain = monai_chain(cfg, table, crops=True)
+    chain.set_random_state(seed=cfg.train.seed)
+    pos = {sid: i for i, sid in enumerate(ds.subjects["subject_id"])}
+    items = []
+    for sid in ids:
+        src = read_store_attrs(ds.cache / ds.subjects.at[pos[sid], "store"])["source_paths"]
+        items.append({"image": src["image"], "label": src["parcellation"]})
+    chain(dict(items[0]))  # warm-up: imports and first-call set-up are not per-sample cost
+    todo = [dict(it) for _ in range(repeats) for it in items]
+    return _cpu_ms(lambda: [chain(it) for it in todo], len(todo))
