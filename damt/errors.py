@@ -19,6 +19,10 @@ class SubjectError(Exception):
         self.message = message
 
 
+class CacheBusyError(RuntimeError):
+    """Another preprocess run holds the cache's lock (not a subject error: the whole run stops)."""
+
+
 def _make(name: str, reason: str, doc: str, transient: bool = False) -> type[SubjectError]:
     return type(name, (SubjectError,), {"reason": reason, "transient": transient, "__doc__": doc})
 

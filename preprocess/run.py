@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from damt.cache import STORE_FORMAT, clean_debris
 from damt.config import DamtConfig, config_hash, dump_config, to_dict
-from damt.errors import SubjectError
+from damt.errors import CacheBusyError, SubjectError
 from damt.labels import LabelTable, load_label_table
 from preprocess.discover import SubjectInput, discover, parse_cohorts
 from preprocess.manifest import read_manifest, rows_by_key, to_frame, write_manifest
@@ -29,10 +29,6 @@ from preprocess.targets import TargetPlan, build_plan, refit_targets_json
 
 #: failure reasons that belong to discovery, not to a subject's files (they never own an id)
 _ID_REASONS = {"duplicate_subject_id", "bad_subject_id"}
-
-
-class CacheBusyError(RuntimeError):
-    """Another preprocess run holds the cache's lock."""
 
 
 @dataclass
