@@ -67,6 +67,13 @@ def preprocess_hash(cfg: DamtConfig, table: LabelTable, plan: TargetPlan) -> str
                         "targets": plan.digest(), "store_format": STORE_FORMAT})
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` by a temporary file and a rename (never a half-written file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _normalise_changed(cache: Path, cfg: DamtConfig) -> bool:
     """True if targets.json was fitted with other normalisation settings than ``cfg``'s."""
     try:
@@ -206,7 +213,7 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
         if changed:
             frame = to_frame(rows.values())
             write_manifest(cache, frame)
-            (cache / "preprocess_config.yaml").write_text(dump_config(cfg) + f"# preprocess hash {chash}\n")
+            _write_atomic(cache / "preprocess_config.yaml", dump_config(cfg) + f"# preprocess hash {chash}\n")
             summary.manifest_written = True
         if changed or not (cache / TARGETS_JSON).exists() or _normalise_changed(cache, cfg):
             frame = to_frame(rows.values())
