@@ -1,0 +1,367 @@
+"""``damt qc``: the dataset QC report of a cache, and ``--verify`` (docs/qc.md).
+
+The driver reads the manifest, gathers per-subject metrics from each ok store's attributes, atlas
+and target vectors (threads; one subject's arrays at a time, never the cohort's images), scores
+outliers, renders the montage from mid-slices only, and writes ``qc_report.html``,
+``qc_subjects.csv`` and ``qc_outliers.csv`` under the output folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import damt
+from damt.cache import is_valid_id, open_subject, store_path
+from damt.cache.store import SUBJECTS_DIR
+from damt.config import ConfigError, DamtConfig
+from damt.errors import REASONS
+from damt.labels import load_label_table
+from damt.qc import (Column, Expected, MontageItem, Report, flag_outliers, mid_slices, montage_png, palette,
+                     render_html, strip_plot_svg, structure_classes, subject_metrics, verify_store, volume_metric)
+from damt.qc.metrics import BRAIN_VOLUME, P_HIGH, P_LOW, SubjectMetrics
+from damt.targets.cachefile import KINDS, TARGETS_JSON, CacheTargets
+from preprocess.manifest import MANIFEST, read_manifest
+
+REPORT_HTML, SUBJECTS_CSV, OUTLIERS_CSV = "qc_report.html", "qc_subjects.csv", "qc_outliers.csv"
+#: reasons written by the driver rather than a subject's typed error (damt.errors lists the others)
+_EXTRA_REASONS = {"internal_error": "An unexpected error in DAMT itself; the message says what (please report it).",
+                  "transient_io": "An I/O error that still failed after dask.retries retries."}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One way a store (or the cache) does not match the contract."""
+
+    subject_id: str
+    store: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.subject_id or '-'} [{self.store}]: {self.message}"
+
+
+@dataclass
+class QcResult:
+    """What ``run_qc`` wrote and found. ``problems`` is None unless verification ran."""
+
+    html: Path
+    subjects_csv: Path
+    outliers_csv: Path
+    n_subjects: int
+    n_ok: int
+    n_failed: int
+    flagged: list[str]
+    problems: list[Problem] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _manifest(cache: Path) -> pd.DataFrame:
+    if not (cache / MANIFEST).is_file():
+        raise FileNotFoundError(f"{cache / MANIFEST} is missing: run `damt preprocess` on this cache first")
+    return read_manifest(cache).reset_index(drop=True)
+
+
+def preprocess_running(cache: Path) -> bool:
+    """True if a ``damt preprocess`` run holds the cache's lock now (its changes may show as problems)."""
+    lock = Path(cache) / ".lock"
+    if not lock.is_file():
+        return False
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def verify_cache(cfg: DamtConfig, cache: Path, workers: int | None = None) -> tuple[list[Problem], int]:
+    """Check every ok manifest row's store against the contract, and find stores no ok row
+    references. Returns (problems, number of ok stores checked)."""
+    cache = Path(cache)
+    man = _manifest(cache)
+    ok = man[man["status"] == "ok"]
+    problems: list[Problem] = []
+    try:
+        sizes = {k: CacheTargets.load(cache).size(k) for k in KINDS}
+    except (OSError, ValueError, KeyError) as err:
+        sizes = None
+        problems.append(Problem("", TARGETS_JSON, f"cannot read the target schema ({err}); target lengths "
+                                                  f"were not checked"))
+    n_classes = load_label_table(cfg.labels.table).n_classes
+    jobs = []
+    for row in ok.to_dict("records"):
+        sid = str(row["subject_id"])
+        if not is_valid_id(sid):  # a hand-edited manifest: never form a path from such an id
+            problems.append(Problem(sid, str(row["store"]), "subject id is not allowed; store not checked"))
+            continue
+        path = store_path(cache, sid)
+        rel = f"{SUBJECTS_DIR}/{path.name}"
+        if str(row["store"]) != rel:
+            problems.append(Problem(sid, str(row["store"]), f"manifest store path is not {rel}"))
+        exp = Expected(sid, str(row["config_hash"]), str(row["shape"]), cfg.preprocess.min_shape_vox,
+                       n_classes, sizes)
+        jobs.append((sid, rel, path, exp))
+    dup = ok["subject_id"][ok["subject_id"].duplicated()].unique()
+    problems += [Problem(str(s), "", "more than one ok manifest row has this subject id") for s in dup]
+
+    def check(job):
+        sid, rel, path, exp = job
+        return [Problem(sid, rel, p) for p in verify_store(path, exp)]
+
+    with ThreadPoolExecutor(max(1, workers or cfg.qc.workers)) as pool:
+        for found in pool.map(check, jobs):
+            problems += found
+    referenced = {path.name for _, _, path, _ in jobs}
+    folder = cache / SUBJECTS_DIR
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if entry.name not in referenced:
+            problems.append(Problem(entry.name.removesuffix(".zarr"), f"{SUBJECTS_DIR}/{entry.name}",
+                                    "store not referenced by any ok manifest row (a removed or now failing "
+                                    "subject; DAMT never deletes stores: remove it or re-run preprocess)"))
+    return problems, len(jobs)
+
+
+def _flag_text(flags: pd.DataFrame, limit: int = 5) -> str:
+    parts = [f"{m} z={z:+.1f}" for m, z in zip(flags["metric"][:limit], flags["z"][:limit])]
+    more = f" (+{len(flags) - limit} more)" if len(flags) > limit else ""
+    return "; ".join(parts) + more
+
+
+def _py(v: Any) -> Any:
+    """numpy scalars -> Python (JSON); NaN stays NaN (the HTML writer turns it into null)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _gather(cfg: DamtConfig, cache: Path, ok: pd.DataFrame, workers: int):
+    """(per-subject metrics list, numeric frame [ok subjects x metrics], scored metric names, notes)."""
+    table = load_label_table(cfg.labels.table)
+    try:
+        structures = structure_classes(table, cfg.qc.volume_structures)
+    except ValueError as err:
+        raise ConfigError("qc.volume_structures", str(err)) from None
+    notes = []
+    score_targets = cfg.qc.target_outliers
+    try:
+        names = CacheTargets.load(cache).names
+    except (OSError, ValueError, KeyError) as err:
+        names, score_targets = {k: [] for k in KINDS}, False
+        notes.append(f"target columns not scored: {err}")
+    # an id outside the allowlist (a hand-edited manifest) never becomes a path; its metrics say why
+    paths = [store_path(cache, str(s)) if is_valid_id(str(s)) else None for s in ok["subject_id"]]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        metrics = list(pool.map(lambda p: subject_metrics(p, table, structures) if p is not None
+                                else SubjectMetrics(error="subject id is not allowed"), paths))
+    scalar_cols = [BRAIN_VOLUME, *(volume_metric(s) for s in structures), P_LOW, P_HIGH]
+    target_cols = [f"{k}.{n}" for k in KINDS for n in names[k]]
+    cols = scalar_cols + (target_cols if score_targets else [])
+    x = np.full((len(ok), len(cols)), np.nan, dtype=np.float32)  # float32: the targets' own precision
+    offset = {k: len(scalar_cols) + sum(len(names[j]) for j in KINDS[:i]) for i, k in enumerate(KINDS)}
+    for i, m in enumerate(metrics):
+        for j, c in enumerate(scalar_cols):
+            x[i, j] = m.scalars.get(c, np.nan)
+        for k in KINDS if score_targets else ():
+            v = m.targets.get(k)
+            if v is not None and len(v) == len(names[k]):
+                x[i, offset[k]:offset[k] + len(v)] = v
+            elif v is not None:  # a store/schema mismatch: leave its targets unscored, say where to look
+                notes.append(f"{ok['subject_id'].iloc[i]}: {k} has {len(v)} values but targets.json names "
+                             f"{len(names[k])}; not scored (run damt qc --verify)")
+    return metrics, pd.DataFrame(x, columns=cols), cols, names, notes
+
+
+def _order(structures: list[str]) -> list[str]:
+    """Column order of the subject table and CSV: who, outcome, outlier flags, then the metrics."""
+    return ["cohort", "subject_id", "status", "reason", "message", "flagged", "max_abs_z", "flags", "shape",
+            "brain_voxels", BRAIN_VOLUME, "labelled_voxels", P_LOW, P_HIGH,
+            *(volume_metric(s) for s in structures), "classes_absent", "classes_absent_names", "unknown_ids",
+            "unknown_label_voxels", *(f"{k}_{w}" for k in KINDS for w in ("present", "columns")),
+            "image_source", "seconds", "n_flags", "qc_error"]
+
+
+def _subject_rows(man: pd.DataFrame, ok_idx: list[int], metrics, outliers: pd.DataFrame, names: dict,
+                  structures: list[str]) -> list[dict[str, Any]]:
+    """One dict per manifest row (every key of ``_order``; None where a failed subject has no value)."""
+    rows = []
+    by_subject = {i: g for i, g in outliers.groupby("index", sort=False)} if len(outliers) else {}
+    pos = {m: i for i, m in enumerate(ok_idx)}
+    keys = _order(structures)
+    for idx, r in enumerate(man.to_dict("records")):
+        row = dict.fromkeys(keys) | {
+            "cohort": r["cohort"], "subject_id": r["subject_id"], "status": r["status"],
+            "reason": r["reason"] or "", "message": r["message"] or "", "image_source": r["image_source"] or "",
+            "shape": r["shape"] or "", "seconds": _py(r["seconds"])}
+        i = pos.get(idx)
+        if i is not None:
+            m = metrics[i]
+            flags = by_subject.get(i)
+            row |= {k: _py(m.scalars[k]) for k in (BRAIN_VOLUME, P_LOW, P_HIGH) if k in m.scalars}
+            row |= {k: int(m.scalars[k]) for k in ("brain_voxels", "labelled_voxels") if k in m.scalars}
+            row |= {volume_metric(s): _py(m.scalars[volume_metric(s)]) for s in structures
+                    if volume_metric(s) in m.scalars}
+            if not m.error:
+                row |= {"classes_absent": len(m.classes_absent), "classes_absent_names": "; ".join(m.classes_absent),
+                        "unknown_ids": "; ".join(f"{k} ({v} vox)" for k, v in m.unknown_ids.items()),
+                        "unknown_label_voxels": sum(m.unknown_ids.values())}
+                for k in KINDS:
+                    v = m.targets.get(k)
+                    row[f"{k}_present"] = int(np.isfinite(v).sum()) if v is not None else 0
+                    row[f"{k}_columns"] = len(names.get(k, []))
+            row |= {"flagged": flags is not None, "n_flags": 0 if flags is None else len(flags),
+                    "max_abs_z": float(np.abs(flags["z"]).max()) if flags is not None else None,
+                    "flags": _flag_text(flags) if flags is not None else "", "qc_error": m.error}
+        rows.append(row)
+    return rows
+
+
+COLUMN_DOCS = {
+    "brain_voxels": "brain voxels on the 1.25 mm grid", BRAIN_VOLUME: "brain voxels x spacing³ (ml)",
+    "labelled_voxels": "voxels of any non-background class", P_LOW: "low intensity percentile (input units)",
+    P_HIGH: "high intensity percentile (input units)", "classes_absent": "classes (of 100) with no voxel",
+    "unknown_ids": "parcellation ids not in the label table (mapped to background)",
+    "max_abs_z": "largest |robust z| among the flagged metrics", "flags": "metrics with |z| over the threshold"}
+
+
+def _csv_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows -> DataFrame with nullable int/bool columns, so failed rows' blanks keep counts integral."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    cols = {}
+    for k in keys:
+        raw = [r.get(k) for r in rows]
+        vals = [v for v in raw if v is not None and not (isinstance(v, float) and np.isnan(v))]
+        kind = ("boolean" if vals and all(isinstance(v, bool) for v in vals) else
+                "Int64" if vals and all(isinstance(v, int) for v in vals) else None)
+        cols[k] = pd.array([None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in raw],
+                           dtype=kind) if kind else raw
+    return pd.DataFrame(cols, columns=keys)
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[Column]:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    return [Column(k, k.replace("volume_ml.", "").replace("intensity.", ""), COLUMN_DOCS.get(k, k)) for k in keys]
+
+
+def _plots(rows: list[dict[str, Any]], outliers: pd.DataFrame, structures: list[str]) -> list[str]:
+    ok = [r for r in rows if r["status"] == "ok"]
+    hit = set(zip(outliers["subject_id"], outliers["metric"])) if len(outliers) else set()
+    plots = []
+    specs = [(BRAIN_VOLUME, "brain volume (ml)"), *((volume_metric(s), f"{s} volume (ml)") for s in structures),
+             (P_LOW, "low intensity percentile"), (P_HIGH, "high intensity percentile"),
+             ("classes_absent", "classes absent"), ("unknown_label_voxels", "unknown-label voxels"),
+             ("morphometry_present", "morphometry columns present"), ("radiomics_present", "radiomics columns present"),
+             ("n_flags", "outlying metrics per subject"), ("seconds", "preprocess seconds")]
+    by_cohort: dict[str, list] = {}
+    for r in ok:
+        by_cohort.setdefault(r["cohort"], []).append(r)
+    for key, title in specs:
+        groups: dict[str, tuple] = {}
+        for coh, rs in sorted(by_cohort.items()):
+            vals = np.array([np.nan if r.get(key) is None else r[key] for r in rs], float)
+            flagged = np.array([(r["subject_id"], key) in hit or (key == "n_flags" and r["flagged"]) for r in rs])
+            groups[coh] = (vals, [r["subject_id"] for r in rs], flagged)
+        plots.append(strip_plot_svg(title, groups))
+    return plots
+
+
+def _montage(cfg: DamtConfig, cache: Path, rows: list[dict[str, Any]], workers: int) -> list[MontageItem]:
+    ok = [r for r in rows if r["status"] == "ok" and not r.get("qc_error")]
+    flagged = sorted((r for r in ok if r["flagged"]), key=lambda r: -r["max_abs_z"])[:cfg.qc.montage_max_flagged]
+    rest = [r for r in ok if not r["flagged"]]
+    rng = np.random.default_rng(cfg.qc.seed)
+    pick = sorted(rng.choice(len(rest), min(cfg.qc.montage_sample, len(rest)), replace=False)) if rest else []
+    chosen = flagged + [rest[i] for i in pick]
+    colours = palette(load_label_table(cfg.labels.table).n_classes)
+
+    def render(r):
+        try:
+            g = open_subject(store_path(cache, r["subject_id"]))
+            ax = str(g.attrs.get("axcodes", cfg.preprocess.orientation))
+            png = montage_png(mid_slices(g["image"], ax), mid_slices(g["atlas"], ax), colours)
+        except Exception as err:  # noqa: BLE001 - a picture must not stop the report
+            png, r = b"", r | {"flags": f"montage failed: {type(err).__name__}: {err}"}
+        cap = f"flagged: {r['flags']}" if r["flagged"] else "random sample"
+        return MontageItem(r["subject_id"], r["cohort"], cap, png, r["flagged"]) if png else None
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return [m for m in pool.map(render, chosen) if m is not None]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_qc(cfg: DamtConfig, cache: Path, out: Path | None = None, verify: bool = False,
+           workers: int | None = None) -> QcResult:
+    """Write the QC report of ``cache`` to ``out`` (default ``qc.out_dir``, else ``<cache>/qc``);
+    with ``verify``, also check every ok store against the contract (``QcResult.problems``)."""
+    cache = Path(cache)
+    out = Path(out or cfg.qc.out_dir or cache / "qc")
+    workers = workers or cfg.qc.workers
+    man = _manifest(cache)
+    notes = ["a damt preprocess run is writing this cache now; rerun qc after it ends"] \
+        if preprocess_running(cache) else []
+    ok_mask = (man["status"] == "ok").to_numpy()
+    ok_idx = [int(i) for i in np.flatnonzero(ok_mask)]
+    ok = man.iloc[ok_idx].reset_index(drop=True)
+    metrics, frame, scored, names, more = _gather(cfg, cache, ok, workers)
+    notes += more
+    groups = ok["cohort"].astype(str) if cfg.qc.z_scope == "cohort" else None
+    limits = [cfg.qc.target_z_threshold if c.startswith(tuple(f"{k}." for k in KINDS)) else cfg.qc.z_threshold
+              for c in scored]
+    outliers = flag_outliers(frame, scored, limits, cfg.qc.min_subjects, groups)
+    structures = list(cfg.qc.volume_structures)
+    rows = _subject_rows(man, ok_idx, metrics, outliers, names, structures)
+    outliers = outliers.assign(cohort=ok["cohort"].to_numpy()[outliers["index"].astype(int)] if len(outliers) else [],
+                               subject_id=ok["subject_id"].to_numpy()[outliers["index"].astype(int)]
+                               if len(outliers) else [])
+    outliers = outliers[["cohort", "subject_id", "metric", "value", "median", "z"]]
+    problems, checked = verify_cache(cfg, cache, workers) if verify else (None, 0)
+
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / SUBJECTS_CSV, _csv_frame(rows).to_csv(index=False))
+    _write_atomic(out / OUTLIERS_CSV, outliers.to_csv(index=False))
+    failed = [r for r in rows if r["status"] != "ok"]
+    by_reason = pd.Series([r["reason"] for r in failed], dtype=object).value_counts()
+    flagged_ids = [r["subject_id"] for r in rows if r.get("flagged")]
+    unreadable = sum(bool(r.get("qc_error")) for r in rows)
+    cohorts = [{"cohort": c, "found": len(g), "ok": int((g["status"] == "ok").sum()),
+                "failed": int((g["status"] != "ok").sum()),
+                "flagged": sum(1 for r in rows if r["cohort"] == c and r.get("flagged"))}
+               for c, g in man.groupby("cohort", sort=True)]
+    report = Report(
+        title="DAMT dataset QC report",
+        meta={"cache": str(cache.resolve()), "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "damt": damt.__version__, "label table": cfg.labels.table,
+              "outlier rule": f"|robust z| > {cfg.qc.z_threshold:g} (target columns {cfg.qc.target_z_threshold:g}) "
+                              f"within {'each cohort' if groups is not None else 'all ok subjects'}; metrics "
+                              f"with fewer than {cfg.qc.min_subjects} values are not scored"},
+        summary={"subjects found": len(man), "ok": len(ok), "failed": len(failed), "flagged": len(flagged_ids),
+                 "unreadable": unreadable},
+        reasons=[{"reason": k, "count": int(v), "meaning": REASONS.get(k) or _EXTRA_REASONS.get(k, "")}
+                 for k, v in by_reason.items()],
+        cohorts=cohorts,
+        failed=[{k: r[k] for k in ("cohort", "subject_id", "reason", "message")} for r in failed],
+        flagged=sorted(({k: r[k] for k in ("cohort", "subject_id", "n_flags", "max_abs_z", "flags")}
+                        for r in rows if r.get("flagged")), key=lambda r: -r["max_abs_z"]),
+        outliers=outliers.to_dict("records"), columns=_columns(rows), rows=rows,
+        plots=_plots(rows, outliers, structures), montage=_montage(cfg, cache, rows, workers),
+        verify=None if problems is None else [str(p) for p in problems], verify_checked=checked)
+    _write_atomic(out / REPORT_HTML, render_html(report))
+    return QcResult(html=out / REPORT_HTML, subjects_csv=out / SUBJECTS_CSV, outliers_csv=out / OUTLIERS_CSV,
+                    n_subjects=len(man), n_ok=len(ok), n_failed=len(failed), flagged=flagged_ids,
+                    problems=problems, notes=notes + [f"{r['subject_id']}: store unreadable ({r['qc_error']})"
+                                                      for r in rows if r.get("qc_error")])
