@@ -1,0 +1,175 @@
+"""``damt probe CHECKPOINT --target COLUMN``: a linear probe from embeddings to one target,
+pretrained encoder against a randomly initialised encoder of the same sizes, in one run.
+
+The target is a morphometry or radiomics column of the cache (raw value from each subject store,
+e.g. ``aseg.Left-Hippocampus.Volume_mm3``) or a column of a user CSV keyed by subject id (age,
+sex, diagnosis). Both encoders embed the same centred crops (train/embed.py); the probes share
+the folds (damt/probe.py). The random-init encoder is built from the run's own ``train.seed``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from damt.cache import open_subject
+from damt.probe import TASKS, ProbeError, format_table, probe_compare
+from damt.targets.cachefile import KINDS, CacheTargets
+from preprocess.manifest import ok_subjects
+from train.embed import build_encoder, cache_mismatch, embed_subjects, embedding_meta
+from train.export_cli import load_run_checkpoint
+
+ROW_LABELS = {"pretrained": "pretrained", "random_init": "random init", "no_features": "no features"}
+
+
+def _unknown(name: str, where: str, options: list[str]) -> ProbeError:
+    close = difflib.get_close_matches(name, options, n=5, cutoff=0.5)
+    hint = f"; close matches: {', '.join(close)}" if close else ""
+    return ProbeError(f"target column {name!r} is not {where}{hint}")
+
+
+def cache_target(cache: Path, column: str) -> tuple[pd.Series, dict[str, Any]]:
+    """Raw values of a cache target column per ok subject (NaN where not present)."""
+    names = CacheTargets.load(cache).names
+    kind = next((k for k in KINDS if column in names.get(k, [])), None)
+    if kind is None:
+        raise _unknown(column, f"a column of {cache}/targets.json (morphometry, radiomics)",
+                       [n for k in KINDS for n in names.get(k, [])])
+    j = names[kind].index(column)
+    values = {}
+    for sid, store in ok_subjects(cache)[["subject_id", "store"]].itertuples(index=False):
+        group = open_subject(Path(cache) / store)
+        present = bool(np.asarray(group[f"{kind}_present"][j]))
+        value = float(np.asarray(group[kind][j]))
+        values[str(sid)] = value if present and math.isfinite(value) else math.nan
+    return pd.Series(values, dtype=float), {"source": f"cache:{kind}", "column": column}
+
+
+def csv_target(csv: Path, column: str, id_column: str) -> tuple[pd.Series, dict[str, Any]]:
+    """A user CSV column keyed by subject id (ids read as strings: ``007`` stays ``007``)."""
+    frame = pd.read_csv(csv, dtype={id_column: str})
+    if id_column not in frame.columns:
+        raise _unknown(id_column, f"a column of {csv} (pass --id-column)", list(frame.columns))
+    if column not in frame.columns:
+        raise _unknown(column, f"a column of {csv}", list(frame.columns))
+    frame = frame.dropna(subset=[id_column])
+    dup = frame[id_column][frame[id_column].duplicated()].unique().tolist()
+    if dup:
+        raise ProbeError(f"{csv}: subject ids appear more than once ({', '.join(dup[:5])}); "
+                         f"keep one row per subject")
+    return (frame.set_index(id_column)[column],
+            {"source": "csv", "csv": str(Path(csv).resolve()), "column": column, "id_column": id_column})
+
+
+def resolve_task(values: pd.Series, task: str) -> str:
+    """``auto``: numeric with more than two distinct values is regression, else classification."""
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if task == "auto":
+        return "regression" if numeric and values.nunique() > 2 else "classification"
+    if task not in TASKS:
+        raise ProbeError(f"--task must be auto, regression or classification, got {task!r}")
+    if task == "regression" and not numeric:
+        raise ProbeError(f"target {values.name!r} is not numeric: use --task classification")
+    return task
+
+
+def encode_classes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Class indices and names (numbers sorted as numbers, anything else as strings)."""
+    uniq = values.unique().tolist()
+    try:
+        order = sorted(uniq, key=float)
+    except (TypeError, ValueError):
+        order = sorted(uniq, key=str)
+    index = {v: i for i, v in enumerate(order)}
+    return values.map(index).to_numpy(np.int64), [str(v) for v in order]
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None  # JSON has no NaN
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def run_probe(checkpoint: Path | str, target: str, cache: Path | str | None = None,
+              csv: Path | str | None = None, id_column: str = "subject_id", task: str = "auto",
+              folds: int = 5, seed: int = 0, alpha: float | None = None, device: str = "auto",
+              batch: int = 2, out: Path | str | None = None) -> dict[str, Any]:
+    """Embed the cache with the pretrained and a random-init encoder, probe ``target`` with both on
+    the same subject folds, and return (and write to ``out``, JSON) the report."""
+    ck = load_run_checkpoint(checkpoint)
+    cache = Path(cache) if cache is not None else Path(ck.cfg.data.cache_dir)
+    if csv is not None:
+        values, target_info = csv_target(Path(csv), target, id_column)
+    else:
+        values, target_info = cache_target(cache, target)
+    init_seed = ck.cfg.train.seed
+    encoders = {"pretrained": build_encoder(ck.cfg, ck.state["model"]),
+                "random_init": build_encoder(ck.cfg, seed=init_seed)}
+    subjects, emb = embed_subjects(encoders, cache, ck.cfg, device, batch)
+    ids = subjects["subject_id"].astype(str).tolist()
+    joined = values.reindex(ids)
+    keep = joined.notna().to_numpy()
+    unmatched = sorted(set(map(str, values.index)) - set(ids))
+    if keep.sum() < 3:
+        raise ProbeError(f"only {int(keep.sum())} subjects of {cache} have a value for {target!r}; "
+                         f"a probe needs at least 3")
+    task = resolve_task(joined[keep], task)
+    if task == "regression":
+        y, classes = joined[keep].to_numpy(np.float64), []
+    else:
+        y, classes = encode_classes(joined[keep])
+    kept_ids = [i for i, k in zip(ids, keep) if k]
+    body = probe_compare({name: emb[name][keep] for name in encoders}, y, kept_ids, task,
+                         folds=folds, seed=seed, alpha=alpha, class_names=classes)
+    report = {
+        **body,
+        "target": target_info | {
+            "n_subjects": len(kept_ids), "subjects_without_value": int((~keep).sum()),
+            "rows_not_in_cache": len(unmatched),
+            **({"mean": float(y.mean()), "std": float(y.std())} if task == "regression" else
+               {"counts": dict(zip(classes, np.bincount(y, minlength=len(classes)).tolist()))})},
+        "encoders": {
+            "pretrained": embedding_meta(ck, cache, "pretrained"),
+            "random_init": embedding_meta(ck, cache, "random_init", seed=init_seed)
+            | {"init": "MaskedSwinEncoder(cfg.model) after torch.manual_seed(train.seed)"}},
+        "preprocess_mismatch": cache_mismatch(cache, ck.cfg),
+        # rows of fold_of_row and of every predictions list, in this order
+        "subjects": kept_ids,
+        "target_values": (y.tolist() if task == "regression" else [classes[i] for i in y]),
+    }
+    report = _json_safe(report)
+    if out is not None:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+        os.replace(tmp, path)
+    return report
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The console summary: what was probed, then one row per encoder."""
+    t, cv = report["target"], report["cv"]
+    kind = (f"{report['task']}, classes {', '.join(report['classes'])}" if report["classes"]
+            else report["task"])
+    head = (f"probe {t['column']} ({kind}; {report['model']['kind']}) on {t['n_subjects']} subjects, "
+            f"{cv['folds']}-fold CV by subject (seed {cv['seed']}); pretrained = step "
+            f"{report['encoders']['pretrained']['step']}")
+    table = format_table({"results": {k: {"metrics": {m: (math.nan if v is None else v)
+                                                      for m, v in r["metrics"].items()}}
+                                      for k, r in report["results"].items()}}, ROW_LABELS)
+    return f"{head}\n{table}"
