@@ -99,4 +99,6 @@ def read_volume(path: str | Path) -> Volume:
     if data.ndim != 3:
         raise NotThreeDError(f"{path}: expected a 3-D volume, got shape {tuple(data.shape)}; pass one "
                              f"volume (a singleton 4th axis is accepted)")
+    if not data.dtype.isnative:  # MGH stores big-endian; native order makes every later pass cheaper
+        data = data.astype(data.dtype.newbyteorder("="))
     return Volume(data=np.asarray(data), affine=affine, path=str(path))

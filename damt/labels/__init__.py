@@ -97,9 +97,13 @@ def remap(parc: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, dict[int, int]
     Returns (classes uint8 same shape, {unknown id: voxel count}). Unknown ids (not in the table,
     or outside 0..MAX_FS_ID-1) become class 0; the caller decides whether that is an error.
     """
-    ids = parc.astype(np.int64, copy=False)
-    inside = (ids >= 0) & (ids < MAX_FS_ID)
-    cls = np.where(inside, lut[np.clip(ids, 0, MAX_FS_ID - 1)], -1)
+    if parc.size and 0 <= parc.min() and parc.max() < MAX_FS_ID:
+        cls = lut[parc]  # the usual case: one gather, no int64 copy of a 256³ volume
+        ids = parc
+    else:
+        ids = parc.astype(np.int64, copy=False)
+        inside = (ids >= 0) & (ids < MAX_FS_ID)
+        cls = np.where(inside, lut[np.clip(ids, 0, MAX_FS_ID - 1)], -1)
     unknown: dict[int, int] = {}
     bad = cls < 0
     if bad.any():
