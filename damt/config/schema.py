@@ -55,7 +55,9 @@ class PreprocessConfig:
     grid_atol_mm: float = setting(0.001, "tolerance when checking that image and parcellation "
                                   "share one grid", unit="mm", lo=0.0)
     chunk_vox: int = setting(64, "zarr chunk edge for image and atlas", unit="voxels", lo=8, hi=512)
-    codec: Literal["lz4", "zstd", "none"] = setting("lz4", "Blosc codec of the stores (none = raw)")
+    codec: Literal["lz4", "zstd", "none"] = setting(
+        "none", "Blosc codec of the stores (none = raw: a training sample costs ~1.7x less CPU "
+                "than with lz4, for ~3x the disk; see docs/data-loading.md)")
     clevel: int = setting(5, "Blosc compression level", lo=0, hi=9)
 
     def _check(self, path: str) -> None:
@@ -129,6 +131,9 @@ class ModelConfig:
     sdpa_attention: bool = setting(True, "window attention through torch's "
                                    "scaled_dot_product_attention in training too (MONAI's own "
                                    "use_flash_attention applies only without autograd); same maths")
+    channels_last: bool = setting(True, "run the atlas decoder's convolutions in the channels-last "
+                                  "(NDHWC) memory layout: ~2x faster 3D convolutions on CPUs (oneDNN) "
+                                  "and the layout of cuDNN's tensor-core kernels; same maths")
 
     def _check(self, path: str) -> None:
         if len(self.depths) != len(self.num_heads):
@@ -217,6 +222,38 @@ class LoaderConfig:
     prefetch_factor: int = setting(2, "batches prefetched per worker", lo=1)
     pin_memory: bool = setting(True, "pin host memory (only with a GPU)")
     cohort_balanced: bool = setting(False, "sample cohorts equally often instead of subjects")
+    reader: Literal["tensorstore", "zarr"] = setting(
+        "tensorstore", "library that reads crops from the zarr v3 stores (tensorstore: ~2x less "
+                       "CPU per sample than zarr-python; see docs/data-loading.md)")
+
+
+@dataclass(frozen=True)
+class QcConfig:
+    """`damt qc`: the dataset QC report (outlier rule, montage) and `--verify` (docs/qc.md)."""
+
+    out_dir: Optional[str] = setting(None, "report folder (qc_report.html, qc_subjects.csv, "
+                                     "qc_outliers.csv); null = <cache>/qc; --out overrides", unit="path")
+    z_threshold: float = setting(3.5, "flag a subject when a metric's robust z (median, MAD x 1.4826) "
+                                 "exceeds this in absolute value", lo=0.5)
+    min_subjects: int = setting(8, "fewest ok subjects with a value before a metric is scored "
+                                "(a median and MAD of fewer flag noise)", lo=3)
+    z_scope: Literal["all", "cohort"] = setting(
+        "all", "z-scores over all ok subjects, or within each cohort (cohorts from different "
+               "scanners or age ranges)")
+    volume_structures: list[str] = setting(
+        ["Lateral-Ventricle", "Inf-Lat-Vent", "Hippocampus", "Amygdala", "Thalamus",
+         "Cerebral-White-Matter", "Cerebellum-Cortex"],
+        "key structures whose volumes are scored; each sums the classes whose name contains it "
+        "(Left- and Right- together)")
+    target_outliers: bool = setting(True, "also score every morphometry and radiomics column "
+                                    "(raw values, present entries only)")
+    target_z_threshold: float = setting(6.0, "threshold for target columns: with ~400 columns a "
+                                        "subject would cross 3.5 in some column by chance", lo=0.5)
+    montage_max_flagged: int = setting(48, "most flagged subjects in the montage (largest |z| first)",
+                                       lo=0)
+    montage_sample: int = setting(12, "unflagged ok subjects drawn at random for the montage", lo=0)
+    seed: int = setting(0, "seed of the montage sample", lo=0)
+    workers: int = setting(4, "threads reading stores (I/O bound)", lo=1, hi=256)
 
 
 @dataclass(frozen=True)
@@ -234,11 +271,15 @@ class DamtConfig:
     optim: OptimConfig = section(OptimConfig)
     train: TrainConfig = section(TrainConfig)
     loader: LoaderConfig = section(LoaderConfig)
+    qc: QcConfig = section(QcConfig)
 
     def _check(self, path: str) -> None:
         if self.views.global_crop_vox > self.preprocess.min_shape_vox:
             raise ConfigError("views.global_crop_vox", "must not exceed preprocess.min_shape_vox "
                               "(a crop must fit every padded volume)")
+        if self.views.mim_block_vox % self.model.patch_size_vox:
+            raise ConfigError("views.mim_block_vox", f"must be a multiple of model.patch_size_vox "
+                              f"({self.model.patch_size_vox}): masks are expanded to the patch grid")
         stride = self.model.patch_size_vox * 2 ** len(self.model.depths)
         for name in ("global_crop_vox", "local_size_vox"):
             if getattr(self.views, name) % stride:

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from damt.config import load_config
+from damt.config import ConfigError, load_config
 from damt.views import (N_ROTATIONS, ROTATIONS, expand_block_mask, location_label, make_views,
                         resize_local, rotate, unrotate)
 from train.data import block_mask
@@ -188,6 +188,6 @@ def test_make_views_rejects_a_batch_of_other_sizes(repo):
     cfg = load_config(repo / "configs" / "tiny.yaml", [])
     with pytest.raises(ValueError, match="global_image"):
         make_views(_batch(load_config(None, ["views.global_crop_vox=96"]), b=1), cfg)
-    odd = load_config(None, ["model.patch_size_vox=4", "views.mim_block_vox=2"])
-    with pytest.raises(ValueError, match="patch_size_vox"):   # blocks of 2 cannot cover patches of 4
-        make_views(_batch(odd, b=1), odd)
+    # blocks of 2 cannot cover patches of 4: the config refuses it at start, naming the key
+    with pytest.raises(ConfigError, match="views.mim_block_vox"):
+        load_config(None, ["model.patch_size_vox=4", "views.mim_block_vox=2"])

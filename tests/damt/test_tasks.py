@@ -1,0 +1,90 @@
+"""Tasks as registered components: switched off or re-weighted from the config alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from damt.config import ConfigError, load_config
+from damt.model import DamtModel
+from damt.tasks import TASKS, Task, build_tasks, register_task
+from train.synthetic import synthetic_views
+
+# the atlas decoder is the expensive part of a tiny step; tests about wiring leave it out
+CHEAP = ["tasks.atlas.enabled=false"]
+
+
+def _cfg(repo, *overrides):
+    return load_config(repo / "configs" / "tiny.yaml", [*overrides])
+
+
+def test_seven_tasks_registered_in_method_order(repo):
+    assert list(TASKS)[:7] == ["rotation", "location", "contrastive", "atlas", "morphometry",
+                               "texture", "mim"]
+    tasks = build_tasks(_cfg(repo))
+    assert {t.name: t.weight for t in tasks} == {"rotation": 1.0, "location": 1.0, "contrastive": 1.0,
+                                                "atlas": 0.5, "morphometry": 5.0, "texture": 5.0,
+                                                "mim": 1.0}
+
+
+def test_registering_a_name_twice_is_refused():
+    with pytest.raises(ValueError, match="twice"):
+        @register_task("rotation")
+        class Again(Task):  # noqa: F841
+            encodings = ("global",)
+
+
+def test_disabled_task_has_no_head_no_loss_and_no_encoder_pass(repo):
+    cfg = _cfg(repo, *CHEAP, "tasks.mim.enabled=false", "tasks.location.enabled=false")
+    model = DamtModel(cfg, 20, 8, 101)
+    assert "mim" not in model.heads and "atlas" not in model.heads
+    assert model.passes == ["global", "global_masked", "local"]  # no masked local pass without MIM
+    _, losses = model(synthetic_views(cfg, 2, 20, 8, 101))
+    assert set(losses) == {"rotation", "contrastive", "morphometry", "texture"}
+
+
+def test_reweighting_from_the_config_changes_the_total(repo):
+    cfg = _cfg(repo, *CHEAP, "tasks.texture.weight=0.0", "tasks.rotation.weight=2.5")
+    torch.manual_seed(0)
+    model = DamtModel(cfg, 20, 8, 101)
+    with torch.no_grad():
+        total, losses = model(synthetic_views(cfg, 2, 20, 8, 101))
+    want = {"rotation": 2.5, "location": 1, "contrastive": 1, "morphometry": 5, "texture": 0, "mim": 1}
+    assert total.item() == pytest.approx(sum(want[k] * v.item() for k, v in losses.items()), rel=1e-6)
+
+
+def test_uncertainty_weighting_is_an_option(repo):
+    cfg = _cfg(repo, *CHEAP, "tasks.weighting=uncertainty")
+    model = DamtModel(cfg, 20, 8, 101)
+    assert model.weighting is not None and model.weighting.names == [t.name for t in model.tasks]
+    with torch.no_grad():
+        total, losses = model(synthetic_views(cfg, 2, 20, 8, 101))
+    # p = 1 at the start: every loss counts 0.5 times, plus log(2) per task
+    direct = sum(0.5 * v.item() for v in losses.values()) + len(losses) * torch.log(torch.tensor(2.0)).item()
+    assert total.item() == pytest.approx(direct, rel=1e-6)
+    assert "weighting.params" in dict(model.named_parameters())
+
+
+def test_subject_without_a_target_is_left_out_of_that_loss(repo):
+    cfg = _cfg(repo, *CHEAP)
+    torch.manual_seed(0)
+    model = DamtModel(cfg, 20, 8, 101).eval()
+    views = synthetic_views(cfg, 2, 20, 8, 101)
+    views.morphometry_present[0] = False
+    with torch.no_grad():
+        before = model(views)[1]["morphometry"]
+        views.morphometry[0] = 1e6  # the absent subject's stored values must not matter
+        after = model(views)[1]["morphometry"]
+        views.morphometry_present[:] = False
+        none = model(views)[1]["morphometry"]
+    assert before.item() == after.item() and none.item() == 0.0
+
+
+def test_config_errors_name_the_key(repo):
+    everything_off = [f"tasks.{name}.enabled=false" for name in list(TASKS)[:7]]
+    with pytest.raises(ConfigError, match="every task is disabled"):
+        build_tasks(_cfg(repo, *everything_off))
+    with pytest.raises(ConfigError, match="tasks.morphometry.enabled"):
+        DamtModel(_cfg(repo, *CHEAP), 0, 8, 101)  # a cache without morphometry columns
+    with pytest.raises(ConfigError, match="views.local_size_vox"):
+        DamtModel(_cfg(repo, "views.local_crop_vox=28", "views.local_size_vox=32"), 20, 8, 101)

@@ -1,0 +1,142 @@
+"""``damt bench step``: one training step of the full model, the original setting against ours.
+
+Both settings run in one process on the same device, on the same synthetic batch (the loader has
+its own benchmark, ``damt bench loader``), each from a freshly built model:
+
+* ``original``: the seed's setting. fp16 autocast with a GradScaler, gradient checkpointing of
+  every Swin block, MONAI's attention path (a materialised float32 score matrix per window),
+  contiguous (NCDHW) convolutions.
+* ``default``: this project's defaults. bf16 autocast where the GPU has it, window attention through
+  ``scaled_dot_product_attention`` also in training, channels-last convolutions in the atlas
+  decoder, no checkpointing (``--compile`` adds torch.compile).
+
+One JSON line per setting (samples/s, seconds per step, peak memory, achieved TFLOP/s, MFU, skipped
+steps) and one line with the ratio. FLOPs are counted once with ``torch.utils.flop_counter`` over a
+whole step (forward and backward, without checkpointing's recomputation: model FLOPs), so MFU is
+comparable between the settings. ``--tiny`` runs the configs/tiny.yaml model so the script can run
+on a CPU; the numbers that matter come from a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import time
+from typing import Any, Iterator
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from damt.config import DamtConfig
+from damt.labels import load_label_table
+from damt.model import DamtModel
+from train.optim import Schedule, build_optimizer
+from train.precision import Precision, resolve_precision
+from train.step import train_step
+from train.synthetic import synthetic_views
+
+# target sizes of the seed (METHOD.md): 440 + 126 morphometric columns, 24 GLCM features x 3 tissues
+SEED_MORPHOMETRY, SEED_RADIOMICS = 566, 72
+
+# dense bf16/fp16 tensor-core peaks (vendor datasheets), by a substring of the device name
+PEAK_TFLOPS = (("H200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4),
+               ("A100", 312.0), ("L40S", 362.1))
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    """The device's dense 16-bit peak in TFLOP/s, or None when unknown (CPUs included)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_TFLOPS if key in name), None)
+
+
+def settings(cfg: DamtConfig, compile_model: bool) -> dict[str, DamtConfig]:
+    """The two configurations compared: the seed's original setting and this project's default."""
+    original = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, sdpa_attention=False, channels_last=False),
+        train=dataclasses.replace(cfg.train, precision="fp16", grad_checkpointing=True, compile=False))
+    default = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=compile_model))
+    return {"original": original, "default": default}
+
+
+def _count_flops(model: torch.nn.Module, views: Any, precision: Precision) -> float:
+    """FLOPs of one forward + backward (matmuls, convolutions, attention), under the setting's
+    autocast so the count needs no more memory than a step."""
+    with FlopCounterMode(display=False) as counter:
+        with precision.autocast():
+            total, _ = model(views)
+        total.backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def _measure(name: str, cfg: DamtConfig, batch: int, steps: int, warmup: int,
+             device: torch.device, n_classes: int, flops: float | None) -> tuple[dict[str, Any], float]:
+    """Time ``steps`` steps after ``warmup``; returns the result line and the FLOPs per step."""
+    torch.manual_seed(0)
+    model = DamtModel(cfg, SEED_MORPHOMETRY, SEED_RADIOMICS, n_classes).to(device)
+    forward = torch.compile(model) if cfg.train.compile else model
+    optimizer = build_optimizer(model, cfg.optim)
+    schedule = Schedule.build(cfg.optim, steps_per_epoch=100, epochs=10, global_batch=batch)
+    schedule.apply(optimizer, schedule.warmup_steps)  # a fixed, realistic peak learning rate
+    precision = resolve_precision(cfg.train.precision, device)
+    views = synthetic_views(cfg, batch, SEED_MORPHOMETRY, SEED_RADIOMICS, n_classes, device=device)
+    if flops is None:
+        flops = _count_flops(model, views, precision)
+    losses, skipped = [], 0
+    for _ in range(warmup):
+        train_step(forward, views, optimizer, precision, cfg.optim.grad_clip_norm)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        res = train_step(forward, views, optimizer, precision, cfg.optim.grad_clip_norm)
+        skipped += not res.applied
+        losses.append(res.loss)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    per_step = (time.perf_counter() - start) / steps
+    peak = peak_tflops(device)
+    achieved = flops / per_step / 1e12
+    if device.type == "cuda":
+        memory = {"peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2 ** 30}
+    else:  # the process's high-water mark so far (both settings run in one process)
+        memory = {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+    return {"bench": "step", "setting": name, "device": _device_name(device), "batch": batch,
+            "precision": precision.name, "grad_checkpointing": cfg.train.grad_checkpointing,
+            "sdpa_attention": cfg.model.sdpa_attention, "channels_last": cfg.model.channels_last,
+            "compile": cfg.train.compile, "steps": steps, "s_per_step": per_step,
+            "samples_per_s": batch / per_step, **memory, "model_tflop_per_step": flops / 1e12,
+            "achieved_tflops": achieved, "mfu": achieved / peak if peak else None,
+            "skipped_steps": skipped, "loss_first": losses[0], "loss_last": losses[-1]}, flops
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def bench_step(cfg: DamtConfig, steps: int = 10, warmup: int = 3, batch: int = 2,
+               compile_model: bool = False, device: torch.device | None = None) -> Iterator[dict]:
+    """Yield one result per setting (default first: its FLOP count serves both), then the ratio.
+
+    A setting that runs out of GPU memory yields an ``error`` line instead of numbers.
+    """
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    n_classes = load_label_table(cfg.labels.table).n_classes
+    results, flops = {}, None
+    for name, scfg in reversed(list(settings(cfg, compile_model).items())):
+        try:
+            results[name], flops = _measure(name, scfg, batch, steps, warmup, device, n_classes, flops)
+        except torch.cuda.OutOfMemoryError as err:
+            results[name] = {"bench": "step", "setting": name, "device": _device_name(device),
+                             "batch": batch, "error": f"out of memory: {str(err).splitlines()[0]}"}
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        yield results[name]
+    d, o = results["default"].get("samples_per_s"), results["original"].get("samples_per_s")
+    ratio = d / o if d and o else None
+    yield {"bench": "step", "ratio_default_over_original": ratio, "target": 2.0,
+           "meets_target": ratio >= 2.0 if ratio is not None else None,
+           "skipped_steps": {k: r.get("skipped_steps") for k, r in results.items()}}

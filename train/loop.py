@@ -1,0 +1,231 @@
+"""The training loop: build the run, resume it if asked, step, log, checkpoint, stop cleanly.
+
+``train(cfg, ...)`` is what ``damt train`` and ``python -m train`` call. The run directory holds
+``config.yaml`` (resolved), ``metrics.jsonl``, ``events.jsonl``, TensorBoard events and
+``checkpoints/``. A checkpoint is written every ``train.checkpoint_every_epochs`` epochs (the latest
+kept, plus one every ``train.keep_every_epochs``), and before the process exits at ``--max-steps``,
+at the end, or on SIGTERM/SIGINT (preemption; the step in flight finishes first).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from damt.config import ConfigError, DamtConfig, dump_config, to_dict
+from damt.labels import load_label_table
+from damt.model import DamtModel
+from damt.views import make_views
+from train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from train.data import CacheDataset, ShardedSampler, build_loader, to_device
+from train.logging import Interval, MetricsLogger
+from train.optim import Schedule, build_optimizer
+from train.precision import resolve_precision
+from train.state import make_state, restore_state
+from train.step import StepResult, train_step
+
+
+class TooManySkips(RuntimeError):
+    """``train.max_consecutive_skips`` non-finite steps in a row; the message is the report."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    epoch: int
+    stopped_by: str            # completed | max_steps | SIGTERM | SIGINT
+    checkpoint: Path | None
+    skipped_steps: int
+
+
+class StopSignals:
+    """Turns SIGTERM/SIGINT into a flag the loop checks after each step (a second SIGINT
+    interrupts at once). Handlers are installed only in the main thread and restored on exit."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received == "SIGINT" and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> "StopSignals":
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: leave signals to whoever owns them
+            self._old.clear()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """One single-process run (a later DDP issue adds ranks around the same pieces)."""
+
+    def __init__(self, cfg: DamtConfig, cache: Path, run_dir: Path, resume: bool = False,
+                 allow_config_change: bool = False, device: torch.device | None = None,
+                 progress: bool = True):
+        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        found = latest_checkpoint(self.ckpt_dir)
+        if found is not None and not resume:
+            raise ConfigError("train.out_dir", f"{self.run_dir} already holds checkpoints: pass "
+                              f"--resume to continue that run, or choose another --out")
+        if not (Path(cache) / "manifest.parquet").is_file():
+            raise ConfigError("data.cache_dir", f"{cache} holds no cache (no manifest.parquet): "
+                              f"run `damt preprocess` into it, or pass --cache")
+        seed_everything(cfg.train.seed)
+        self.dataset = CacheDataset(Path(cache), cfg)
+        self.sampler = ShardedSampler(len(self.dataset), rank=0, world_size=1, seed=cfg.train.seed,
+                                      groups=self.dataset.cohorts, balanced=cfg.loader.cohort_balanced)
+        self.loader = build_loader(self.dataset, self.sampler, cfg, cfg.train.batch_per_device)
+        # Each iter(loader) draws a base seed; from the global RNG that draw would make a resumed
+        # run (one more iterator) diverge from a straight one wherever the RNG is used (drop path).
+        # Workers reseed themselves from (seed, worker id), so a private generator changes nothing.
+        self.loader.generator = torch.Generator().manual_seed(cfg.train.seed)
+        t = self.dataset.targets
+        self.model = DamtModel(cfg, t.size("morphometry"), t.size("radiomics"),
+                               load_label_table(cfg.labels.table).n_classes).to(self.device)
+        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.schedule = Schedule.build(cfg.optim, len(self.loader), cfg.train.epochs,
+                                       global_batch=cfg.train.batch_per_device)
+        self.precision = resolve_precision(cfg.train.precision, self.device)
+        self.step = self.epoch = self.skipped = self.consecutive = 0
+        self.saved_step = -1
+        if resume and found is not None:
+            self._restore(found, allow_config_change)
+        elif resume:
+            print(f"damt train: no complete checkpoint in {self.ckpt_dir}; starting a new run")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_dir / f".config.yaml.{uuid.uuid4().hex[:8]}.tmp"
+        tmp.write_text(dump_config(cfg))
+        os.replace(tmp, self.run_dir / "config.yaml")
+        # records after this step (from a run killed after its last checkpoint) are dropped
+        self.logger = MetricsLogger(self.run_dir, self.step, to_dict(cfg),
+                                    wandb=cfg.train.wandb, wandb_project=cfg.train.wandb_project)
+
+    def _restore(self, folder: Path, allow_config_change: bool) -> None:
+        state = load_checkpoint(folder)
+        changed = restore_state(state, model=self.model, optimizer=self.optimizer,
+                                precision=self.precision, schedule=self.schedule,
+                                sampler=self.sampler, cfg=self.cfg,
+                                allow_config_change=allow_config_change)
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.skipped, self.consecutive = state["skipped"]["total"], state["skipped"]["consecutive"]
+        self.saved_step = self.step
+        note = f" (config keys changed: {', '.join(changed)})" if changed else ""
+        print(f"damt train: resumed {folder} at step {self.step}, epoch {self.epoch}{note}")
+
+    def save(self, keep: bool = False) -> Path:
+        state = make_state(model=self.model, optimizer=self.optimizer, precision=self.precision,
+                           schedule=self.schedule, sampler=self.sampler, step=self.step,
+                           epoch=self.epoch, skipped_total=self.skipped,
+                           skipped_consecutive=self.consecutive, cfg=self.cfg)
+        self.saved_step = self.step
+        return save_checkpoint(self.ckpt_dir, state, self.step, self.epoch, keep=keep)
+
+    def account(self, res: StepResult, views, wait: float, interval: Interval, lr: float,
+                wd: float) -> Interval:
+        """Count a skip (and stop after too many), and write a metrics line when one is due."""
+        interval.add(res.losses, res.loss, res.grad_norm, len(views.index), wait, res.applied)
+        self.consecutive = 0 if res.applied else self.consecutive + 1
+        if not res.applied:
+            self.skipped += 1
+            ids = [str(self.dataset.subjects.at[int(i), "subject_id"]) for i in views.index.tolist()]
+            report = {"event": "skipped_step", "step": self.step, "epoch": self.epoch,
+                      "loss": res.loss, "losses": res.losses, "grad_norm": res.grad_norm,
+                      "subjects": ids, "consecutive": self.consecutive}
+            self.logger.event(report)
+            tqdm.write(f"damt train: non-finite step {self.step} skipped: {report}")
+            if self.consecutive >= self.cfg.train.max_consecutive_skips:
+                raise TooManySkips(f"{self.consecutive} non-finite steps in a row; the last: "
+                                   f"{report}; last checkpoint: {latest_checkpoint(self.ckpt_dir)}")
+        if self.step % self.cfg.train.log_every_steps:
+            return interval
+        tasks = [t.name for t in self.model.tasks]
+        record = {"step": self.step, "epoch": self.epoch} | interval.summary(tasks) | {
+            "lr": lr, "wd": wd, "skipped_steps": self.skipped}
+        if self.model.weighting is not None:
+            record |= {f"weight_{k}": v for k, v in self.model.weighting.effective_weights().items()}
+        if self.precision.scaler is not None:
+            record["loss_scale"] = float(self.precision.scaler.get_scale())
+        self.logger.log(record)
+        return Interval()
+
+    def run(self, max_steps: int | None = None) -> RunResult:
+        """Train until the last epoch, ``max_steps`` (a global step count) or a stop signal."""
+        tc, total = self.cfg.train, self.schedule.total_steps
+        bar = tqdm(total=min(total, max_steps or total), initial=self.step, unit="step",
+                   disable=not self.progress, dynamic_ncols=True)
+        stop_reason, interval = "completed", Interval()
+        try:
+            with StopSignals() as stop:
+                while self.epoch < tc.epochs and stop_reason == "completed":
+                    self.sampler.set_epoch(self.epoch)
+                    self.dataset.set_epoch(self.epoch)
+                    batches = iter(self.loader)
+                    while stop_reason == "completed":
+                        t0 = time.perf_counter()
+                        batch = next(batches, None)
+                        if batch is None:
+                            break
+                        wait = time.perf_counter() - t0
+                        views = make_views(to_device(batch, self.device), self.cfg)
+                        lr, wd = self.schedule.apply(self.optimizer, self.step)
+                        res = train_step(self.forward, views, self.optimizer, self.precision,
+                                         self.cfg.optim.grad_clip_norm)
+                        self.step += 1
+                        self.sampler.advance(len(views.index))
+                        interval = self.account(res, views, wait, interval, lr, wd)
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{res.loss:.4g}", epoch=self.epoch)
+                        if stop.received:
+                            stop_reason = stop.received
+                        elif max_steps is not None and self.step >= max_steps:
+                            stop_reason = "max_steps"
+                    if stop_reason == "completed":  # the epoch ran to its end
+                        self.epoch += 1
+                        if self.epoch % tc.checkpoint_every_epochs == 0 or self.epoch == tc.epochs:
+                            self.save(keep=self.epoch % tc.keep_every_epochs == 0)
+            path = self.save() if self.saved_step != self.step else latest_checkpoint(self.ckpt_dir)
+        finally:
+            bar.close()
+            self.logger.close()
+        return RunResult(self.run_dir, self.step, self.epoch, stop_reason, path, self.skipped)
+
+
+def train(cfg: DamtConfig, cache: Path | None = None, out: Path | None = None, resume: bool = False,
+          max_steps: int | None = None, allow_config_change: bool = False, progress: bool = True,
+          device: torch.device | None = None) -> RunResult:
+    """Run (or resume) a training run; see :class:`Trainer` and :meth:`Trainer.run`."""
+    trainer = Trainer(cfg, Path(cache or cfg.data.cache_dir), Path(out or cfg.train.out_dir),
+                      resume=resume, allow_config_change=allow_config_change, device=device,
+                      progress=progress)
+    if max_steps is not None and trainer.step >= max_steps:
+        trainer.logger.close()
+        return RunResult(trainer.run_dir, trainer.step, trainer.epoch, "max_steps",
+                         latest_checkpoint(trainer.ckpt_dir), trainer.skipped)
+    return trainer.run(max_steps)
