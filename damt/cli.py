@@ -56,10 +56,57 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    extra = [f"data.cache_dir={json.dumps(args.cache)}"] if args.cache else []
+    if args.out:
+        extra.append(f"train.out_dir={json.dumps(args.out)}")
+    cfg = _load(args, extra)
+    from train.loop import TooManySkips, train  # noqa: PLC0415
+
+    try:
+        result = train(cfg, resume=args.resume, max_steps=args.max_steps,
+                       allow_config_change=args.allow_config_change, progress=not args.quiet)
+    except TooManySkips as err:
+        print(f"damt train: stopped: {err}", file=sys.stderr)
+        return 3
+    print(f"damt train: {result.stopped_by} at step {result.step} (epoch {result.epoch}), "
+          f"{result.skipped_steps} skipped steps; checkpoint {result.checkpoint}")
+    # 128 + signal number, the shell's convention, so a scheduler sees a preempted run as such
+    return {"SIGTERM": 143, "SIGINT": 130}.get(result.stopped_by, 0)
+
+
+def cmd_qc(args: argparse.Namespace) -> int:
+    extra = [f"data.cache_dir={json.dumps(args.cache)}"] if args.cache else []
+    cfg = _load(args, extra)
+    from preprocess.qc import run_qc  # noqa: PLC0415
+
+    try:
+        result = run_qc(cfg, Path(cfg.data.cache_dir), out=Path(args.out) if args.out else None,
+                        verify=args.verify)
+    except FileNotFoundError as err:
+        print(f"damt: error: {err}", file=sys.stderr)
+        return 2
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{result.n_subjects} subjects: {result.n_ok} ok, {result.n_failed} failed, "
+          f"{len(result.flagged)} flagged as outliers\nreport: {result.html}\ntable:  {result.subjects_csv}")
+    if result.problems is None:
+        return 0
+    for problem in result.problems:
+        print(f"MISMATCH {problem}")
+    print(f"verify: {len(result.problems)} problem(s)" if result.problems else "verify: every ok store matches "
+          "the cache contract")
+    return 1 if result.problems else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from preprocess.demo import run_demo  # noqa: PLC0415
+    from train import TINY_CONFIG  # noqa: PLC0415
 
-    return run_demo(_load(args), out=Path(args.out), inputs=args.input, workers=args.workers)
+    if args.config is None:  # the demo trains on a CPU: the tiny config, not pipeline.yaml
+        args.config = str(TINY_CONFIG)
+    return run_demo(_load(args), out=Path(args.out), inputs=args.input, workers=args.workers,
+                    steps=args.steps)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -71,7 +118,78 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                        workers=[int(w) for w in args.workers.split(",")]):
             print(json.dumps(result), flush=True)
         return 0
+    if args.what == "step":
+        from train import TINY_CONFIG  # noqa: PLC0415
+        from train.bench_step import bench_step  # noqa: PLC0415
+
+        if args.tiny:  # the tiny model (a CPU can run it), with the command's --set overrides
+            cfg = load_config(args.config or TINY_CONFIG, args.overrides)
+        for result in bench_step(cfg, steps=args.steps, warmup=args.warmup, batch=args.batch,
+                                 compile_model=args.compile):
+            print(json.dumps(result), flush=True)
+        return 0
+    if args.what == "loader":
+        from train.bench_loader import bench_loader  # noqa: PLC0415
+
+        caches = [Path(c) for c in (args.cache or [cfg.data.cache_dir])]
+        for result in bench_loader(cfg, caches, limit=args.subjects, repeats=args.repeats,
+                                   chain_repeats=args.repeats):
+            print(json.dumps(result), flush=True)
+        return 0
     raise ConfigError("bench", f"unknown benchmark {args.what!r}")
+
+
+def _downstream_errors() -> tuple[type[Exception], ...]:
+    """Errors of export/embed/probe that mean "fix your input", printed without a traceback."""
+    from damt.export import ExportError  # noqa: PLC0415
+    from damt.probe import ProbeError  # noqa: PLC0415
+    from train.export_cli import CheckpointNotFound  # noqa: PLC0415
+
+    return (CheckpointNotFound, ExportError, ProbeError)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from train.export_cli import export  # noqa: PLC0415
+
+    try:
+        result = export(args.checkpoint, args.out_dir, cache=args.cache)
+    except _downstream_errors() as err:
+        print(f"damt export: error: {err}", file=sys.stderr)
+        return 2
+    ck = result.sidecar["checkpoint"]
+    print(f"damt export: step {ck['step']} of {ck['path']} -> {result.out_dir}")
+    for name, path in result.files.items():
+        print(f"  {name:<10} {path}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from train.embed import embed  # noqa: PLC0415
+
+    try:
+        path, frame = embed(args.checkpoint, args.out, cache=args.cache, device=args.device,
+                            batch=args.batch)
+    except _downstream_errors() as err:
+        print(f"damt embed: error: {err}", file=sys.stderr)
+        return 2
+    print(f"damt embed: {len(frame)} subjects x {frame.shape[1] - 2} dims -> {path}")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from train.probe import run_probe, summary  # noqa: PLC0415
+
+    try:
+        report = run_probe(args.checkpoint, args.target, cache=args.cache, csv=args.csv,
+                           id_column=args.id_column, task=args.task, folds=args.folds,
+                           seed=args.seed, alpha=args.alpha, device=args.device,
+                           batch=args.batch, out=args.out)
+    except _downstream_errors() as err:
+        print(f"damt probe: error: {err}", file=sys.stderr)
+        return 2
+    print(summary(report))
+    print(f"report: {args.out}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,22 +211,91 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_preprocess)
 
+    p = sub.add_parser("qc", help="dataset QC report (HTML + CSV) of a cache; --verify checks every store")
+    _config_args(p)
+    p.add_argument("--cache", metavar="DIR", help="cache folder (data.cache_dir)")
+    p.add_argument("--out", metavar="DIR", help="report folder (qc.out_dir; default <cache>/qc)")
+    p.add_argument("--verify", action="store_true",
+                   help="re-read every ok store and check it against the cache contract; exit 1 on a mismatch")
+    p.set_defaults(func=cmd_qc)
+
     p = sub.add_parser("demo", help="the pipeline on a small embedded synthetic cohort (CPU, minutes)")
     _config_args(p)
     p.add_argument("--input", action="append", metavar="[NAME=]DIR",
                    help="run on your own FreeSurfer subjects instead of the embedded cohort")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--workers", type=int, default=None, help="local dask workers")
+    p.add_argument("--steps", type=int, default=None,
+                   help="training steps of the demo run (default: the demo's own, a few minutes)")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("train", help="multi-task pretraining from a cache (resumable)")
+    _config_args(p)
+    p.add_argument("--cache", metavar="DIR", help="cache folder (data.cache_dir)")
+    p.add_argument("--out", metavar="DIR", help="run directory (train.out_dir)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run directory's latest complete checkpoint")
+    p.add_argument("--max-steps", type=int, default=None, metavar="N",
+                   help="stop (with a checkpoint) once the run's global step count reaches N")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="resume even if the config differs from the checkpoint's")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("bench", help="benchmarks; prints one JSON line per result")
-    p.add_argument("what", choices=["preprocess"], help="what to measure")
+    p.add_argument("what", choices=["preprocess", "loader", "step"], help="what to measure")
     _config_args(p)
     p.add_argument("--input", action="append", metavar="[NAME=]DIR", help="cohort roots to measure on")
     p.add_argument("--subjects", type=int, default=4, help="subjects measured (default 4)")
     p.add_argument("--repeats", type=int, default=1, help="timed repeats per subject (default 1)")
     p.add_argument("--workers", default="1", help="comma list of dask worker counts for scaling, e.g. 1,2")
+    p.add_argument("--cache", action="append", metavar="DIR",
+                   help="loader: cache to read (default data.cache_dir); repeat to compare store layouts")
+    p.add_argument("--tiny", action="store_true",
+                   help="step: the configs/tiny.yaml model instead of the seed model (for a CPU)")
+    p.add_argument("--steps", type=int, default=10, help="step: timed steps per setting (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="step: untimed steps first (default 3)")
+    p.add_argument("--batch", type=int, default=2, help="step: samples per step (default 2)")
+    p.add_argument("--compile", action="store_true", help="step: torch.compile the default setting")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="encoder weights for MONAI SwinUNETR (+ SSL state dict, JSON sidecar)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT|RUN_DIR",
+                   help="a checkpoint folder, or a run directory (its latest complete checkpoint)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder for the exported files")
+    p.add_argument("--cache", metavar="DIR", default=None,
+                   help="training cache, to record its preprocess hash and target names "
+                        "(default: the checkpoint config's data.cache_dir, if it exists)")
+    p.set_defaults(func=cmd_export)
+
+    def downstream_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("checkpoint", metavar="CHECKPOINT|RUN_DIR",
+                       help="a checkpoint folder, or a run directory (its latest complete checkpoint)")
+        p.add_argument("--cache", metavar="DIR", default=None,
+                       help="cache to embed (default: the checkpoint config's data.cache_dir)")
+        p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+        p.add_argument("--batch", type=int, default=2, help="subjects per encoder pass (default 2)")
+
+    p = sub.add_parser("embed", help="pooled encoder embeddings per subject (parquet), centre crops")
+    downstream_args(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="output parquet file")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("probe", help="linear probe of a target from embeddings: pretrained vs random init")
+    downstream_args(p)
+    p.add_argument("--target", required=True, metavar="COLUMN",
+                   help="a morphometry/radiomics column of the cache, or a column of --csv")
+    p.add_argument("--csv", metavar="FILE", default=None, help="CSV with the target, one row per subject")
+    p.add_argument("--id-column", default="subject_id",
+                   help="subject id column of --csv (default subject_id)")
+    p.add_argument("--task", default="auto", choices=["auto", "regression", "classification"],
+                   help="auto: numeric with more than 2 values is regression, else classification")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds by subject (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="L2 strength (default: ridge picks it by leave-one-out; logistic uses 1.0)")
+    p.add_argument("--out", required=True, metavar="REPORT.json", help="the JSON report")
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("config", help="print the resolved, validated config (or its reference table)")
     _config_args(p)
@@ -122,7 +309,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from damt.labels import LabelTableError  # noqa: PLC0415
     from damt.targets import FsStatsError, SchemaError, TissueTableError  # noqa: PLC0415
     from damt.targets.csv_import import CsvImportError  # noqa: PLC0415
-    from preprocess.run import CacheBusyError  # noqa: PLC0415
+    from damt.errors import CacheBusyError  # noqa: PLC0415
 
     return (LabelTableError, SchemaError, TissueTableError, CsvImportError, FsStatsError, CacheBusyError)
 
