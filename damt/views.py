@@ -157,8 +157,8 @@ def make_views(batch: dict[str, torch.Tensor], cfg) -> Views:
     """Build one step's views from a collated batch of ``train.data.CacheDataset`` samples that is
     already on the training device.
 
-    batch keys (B samples): global_image float32 [B,1,G,G,G], global_atlas uint8 [B,1,G,G,G],
-    local_image float32 [B,1,Lc,Lc,Lc], local_atlas uint8 [B,1,Lc,Lc,Lc], rotation int64 [B,3]
+    batch keys (B samples): global_image float16/32 [B,1,G,G,G], global_atlas uint8 [B,1,G,G,G],
+    local_image float16/32 [B,1,Lc,Lc,Lc], local_atlas uint8 [B,1,Lc,Lc,Lc], rotation int64 [B,3]
     (global view 1, global view 2, local), mim_global bool [B,G/b,G/b,G/b], mim_local bool
     [B,S/b,S/b,S/b] (b = views.mim_block_vox), location, index int64 [B], the targets and their
     presence masks. ``cfg`` is the DamtConfig. Returns :class:`Views`.

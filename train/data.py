@@ -102,7 +102,7 @@ class CacheDataset(Dataset):
     tensors (G = views.global_crop_vox, Lc = views.local_crop_vox, S = views.local_size_vox,
     b = views.mim_block_vox):
 
-    global_image float32 [1,G,G,G], global_atlas uint8 [1,G,G,G], local_image float32
+    global_image float16 [1,G,G,G], global_atlas uint8 [1,G,G,G], local_image float16
     [1,Lc,Lc,Lc], local_atlas uint8 [1,Lc,Lc,Lc], location int64 [], rotation int64 [3]
     (global view 1, global view 2, local), mim_global bool [G/b]*3, mim_local bool [S/b]*3,
     morphometry float32 [n_m] (normalised), morphometry_present bool [n_m], radiomics float32
@@ -211,8 +211,8 @@ class CacheDataset(Dataset):
             limg, latl = got[2], got[3]
         centre = [s + lc / 2 for s in d.local_start]
         out = {
-            "global_image": _as_f32(gimg), "global_atlas": torch.from_numpy(np.ascontiguousarray(gatl))[None],
-            "local_image": _as_f32(limg), "local_atlas": torch.from_numpy(np.ascontiguousarray(latl))[None],
+            "global_image": _as_image(gimg), "global_atlas": torch.from_numpy(np.ascontiguousarray(gatl))[None],
+            "local_image": _as_image(limg), "local_atlas": torch.from_numpy(np.ascontiguousarray(latl))[None],
             "location": torch.tensor(location_label(centre, shape, self.cfg.views.location_grid)),
             "rotation": torch.tensor(d.rotation, dtype=torch.int64),
             "mim_global": torch.from_numpy(d.mim_global), "mim_local": torch.from_numpy(d.mim_local),
@@ -256,9 +256,10 @@ def _box(start: Sequence[int], edge: int) -> Box:
     return tuple(slice(s, s + edge) for s in start)  # type: ignore[return-value]
 
 
-def _as_f32(a: np.ndarray) -> torch.Tensor:
-    """float16 [L,L,L] -> float32 [1,L,L,L] (torch's conversion is vectorised; numpy's is not)."""
-    return torch.from_numpy(np.ascontiguousarray(a)).to(torch.float32)[None]
+def _as_image(a: np.ndarray) -> torch.Tensor:
+    """float16 [L,L,L] -> float16 tensor [1,L,L,L]. Crops stay float16 on the host (half the
+    copies and half the host-to-device traffic); make_views converts them on the device."""
+    return torch.from_numpy(np.ascontiguousarray(a))[None]
 
 
 class ShardedSampler(Sampler[int]):

@@ -62,8 +62,8 @@ def test_sample_keys_shapes_and_dtypes(ds, tiny_cfg):
     v = tiny_cfg.views
     g, lc, s, b = v.global_crop_vox, v.local_crop_vox, v.local_size_vox, v.mim_block_vox
     t = ds.targets
-    want = {"global_image": ((1, g, g, g), torch.float32), "global_atlas": ((1, g, g, g), torch.uint8),
-            "local_image": ((1, lc, lc, lc), torch.float32), "local_atlas": ((1, lc, lc, lc), torch.uint8),
+    want = {"global_image": ((1, g, g, g), torch.float16), "global_atlas": ((1, g, g, g), torch.uint8),
+            "local_image": ((1, lc, lc, lc), torch.float16), "local_atlas": ((1, lc, lc, lc), torch.uint8),
             "location": ((), torch.int64), "rotation": ((3,), torch.int64), "index": ((), torch.int64),
             "mim_global": ((g // b,) * 3, torch.bool), "mim_local": ((s // b,) * 3, torch.bool),
             "morphometry": ((t.size("morphometry"),), torch.float32),
@@ -112,10 +112,10 @@ def test_crops_are_in_bounds_and_equal_the_store(ds, cache):
                 gbox = tuple(slice(s, s + g) for s in d.global_start)
                 lbox = tuple(slice(s, s + lc) for s in d.local_start)
                 np.testing.assert_array_equal(sample["global_image"][0].numpy(),
-                                              group["image"][gbox].astype(np.float32))
+                                              group["image"][gbox])
                 np.testing.assert_array_equal(sample["global_atlas"][0].numpy(), group["atlas"][gbox])
                 np.testing.assert_array_equal(sample["local_image"][0].numpy(),
-                                              group["image"][lbox].astype(np.float32))
+                                              group["image"][lbox])
                 np.testing.assert_array_equal(sample["local_atlas"][0].numpy(), group["atlas"][lbox])
     assert seen[True] >= 2 and seen[False] >= 2
 
