@@ -37,7 +37,8 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """sha256 hex digest of a file (4 MiB blocks): checkpoint and export integrity."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -105,7 +106,7 @@ def save_checkpoint(root: Path, state: dict[str, Any], step: int, epoch: int, ke
     os.rename(tmp, final)
     _fsync(root)
     _write_marker(final, {"format": CHECKPOINT_FORMAT, "step": step, "epoch": epoch, "keep": keep,
-                          "sha256": _sha256(final / STATE_FILE),
+                          "sha256": sha256_file(final / STATE_FILE),
                           "bytes": (final / STATE_FILE).stat().st_size, "written_at": time.time()})
     prune(root)
     return final
@@ -132,7 +133,7 @@ def load_checkpoint(folder: Path) -> dict[str, Any]:
     marker = read_marker(folder)
     if marker is None:
         raise FileNotFoundError(f"{folder} is not a complete checkpoint (no valid {MARKER_FILE})")
-    if _sha256(folder / STATE_FILE) != marker["sha256"]:
+    if sha256_file(folder / STATE_FILE) != marker["sha256"]:
         raise ValueError(f"{folder / STATE_FILE} does not match the sha256 of its marker")
     return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
 

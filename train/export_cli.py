@@ -7,7 +7,6 @@ Also the checkpoint resolution every downstream command shares: a checkpoint fol
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -25,7 +24,8 @@ from damt.export import (FILES, build_sidecar, encoder_state_dict,
                          swinunetr_kwargs, to_load_from_layout, verify_swinunetr)
 from damt.labels import LabelTableError, load_label_table
 from damt.targets.cachefile import TARGETS_JSON
-from train.checkpoint import MARKER_FILE, STATE_FILE, latest_checkpoint, load_checkpoint, read_marker
+from train.checkpoint import (MARKER_FILE, STATE_FILE, latest_checkpoint, load_checkpoint, read_marker,
+                              sha256_file)
 
 
 class CheckpointNotFound(FileNotFoundError):
@@ -76,14 +76,6 @@ def load_run_checkpoint(path: Path | str) -> LoadedCheckpoint:
     # trained with these sizes and this preprocessing
     cfg = build(DamtConfig, state["config"])
     return LoadedCheckpoint(folder=folder, state=state, cfg=cfg, marker=read_marker(folder) or {})
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -172,11 +164,11 @@ def export(checkpoint: Path | str, out_dir: Path | str, cache: Path | str | None
     # preprocesses new subjects exactly as the pretraining cache was
     _atomic_text(ck.state.get("config_yaml") or dump_config(ck.cfg), paths["config"])
     files = {
-        "swinvit": {"file": FILES["swinvit"], "sha256": _sha256(paths["swinvit"]), "tensors": len(swin),
+        "swinvit": {"file": FILES["swinvit"], "sha256": sha256_file(paths["swinvit"]), "tensors": len(swin),
                     "load": "model.swinViT.load_state_dict(torch.load(f, weights_only=True), strict=True)"},
-        "load_from": {"file": FILES["load_from"], "sha256": _sha256(paths["load_from"]),
+        "load_from": {"file": FILES["load_from"], "sha256": sha256_file(paths["load_from"]),
                       "load": "model.load_from(torch.load(f, weights_only=True))"},
-        "ssl_model": {"file": FILES["ssl_model"], "sha256": _sha256(paths["ssl_model"]),
+        "ssl_model": {"file": FILES["ssl_model"], "sha256": sha256_file(paths["ssl_model"]),
                       "tensors": len(model_state),
                       "load": "damt.model.DamtModel(cfg, n_morphometry, n_radiomics, n_classes)"
                               ".load_state_dict(torch.load(f, weights_only=True), strict=True)"},
