@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from distributed import WorkerPlugin
 
 from damt.config import load_config
 from preprocess.manifest import read_manifest
@@ -41,6 +42,16 @@ def _inject(log: str, flaky_subject: str, mode: str) -> None:
     ps.load_inputs = flaky
 
 
+class _Inject(WorkerPlugin):
+    """Run :func:`_inject` in every worker, restarted ones too."""
+
+    def __init__(self, log: str, flaky_subject: str, mode: str):
+        self.args = (log, flaky_subject, mode)
+
+    def setup(self, worker) -> None:
+        _inject(*self.args)
+
+
 @pytest.fixture()
 def cohort(data_dir, tmp_path):
     root = tmp_path / "cohort"
@@ -57,7 +68,8 @@ def test_cluster_retries_transient_errors_only(cohort, tmp_path, mode):
     log = tmp_path / "reads.log"
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        client.run(_inject, str(log), "bert", mode)
+        # a worker plugin, so a worker restarted after a crash gets the same reader
+        client.register_plugin(_Inject(str(log), "bert", mode))
         cfg = load_config(None, [f"data.inputs=['{cohort}']"])
         summary = run_preprocess(cfg, tmp_path / "cache", scheduler=cluster.scheduler_address, progress=False)
     man = read_manifest(tmp_path / "cache").set_index("subject_id")
@@ -65,13 +77,10 @@ def test_cluster_retries_transient_errors_only(cohort, tmp_path, mode):
     assert man.loc["bert", "status"] == "ok"
     assert man.loc["sub-05", "reason"] == "missing_parcellation"
     assert summary.ok == 2 and summary.failed == 1
-    if mode == "transient":
-        assert reads.count("bert") == 2                   # failed once, retried once, then ok
-        assert reads.count("sub-05") == 1                 # a deterministic error is never retried
-    else:
-        # the worker died inside bert's task; the nanny restarts it (without the injected reader,
-        # so later reads are not logged) and the scheduler reruns the task
-        assert reads.count("bert") == 1
+    # transient: failed once, retried once, then ok; kill: the worker died inside bert's task, the
+    # nanny restarted it and the scheduler ran the task again
+    assert reads.count("bert") == 2
+    assert reads.count("sub-05") == 1                     # a deterministic error is never retried
 
 
 def test_transient_error_that_persists_becomes_a_failed_row(cohort, tmp_path):
