@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -69,8 +70,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TooManySkips as err:
         print(f"damt train: stopped: {err}", file=sys.stderr)
         return 3
-    print(f"damt train: {result.stopped_by} at step {result.step} (epoch {result.epoch}), "
-          f"{result.skipped_steps} skipped steps; checkpoint {result.checkpoint}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary (rank 0's) is enough
+        print(f"damt train: {result.stopped_by} at step {result.step} (epoch {result.epoch}), "
+              f"{result.skipped_steps} skipped steps; checkpoint {result.checkpoint}")
     # 128 + signal number, the shell's convention, so a scheduler sees a preempted run as such
     return {"SIGTERM": 143, "SIGINT": 130}.get(result.stopped_by, 0)
 

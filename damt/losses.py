@@ -12,7 +12,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+def gather_with_grad(z: Tensor) -> tuple[Tensor, int]:
+    """``z`` [b, D] of every rank concatenated in rank order, and where this rank's rows start.
+
+    Outside an initialised process group of several ranks: ``(z, 0)``. The gather is
+    torch.distributed.nn's, whose backward sends each rank the gradient of its own rows from every
+    rank's loss, so the negatives from other ranks train their encoders too. Every rank must pass
+    the same b (the sampler gives every rank the same batch sizes).
+    """
+    import torch.distributed as dist  # noqa: PLC0415
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return z, 0
+    from torch.distributed.nn.functional import all_gather  # noqa: PLC0415
+
+    return torch.cat(all_gather(z.contiguous())), dist.get_rank() * z.shape[0]
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float, rows: slice | None = None) -> Tensor:
     """NT-Xent (SimCLR) between two views, for any batch size B >= 1.
 
     z1, z2: [B, D] projections of the two views of the same B samples. Each of the 2B embeddings has
@@ -20,6 +37,10 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     cross-entropies. Nothing depends on a fixed batch size (the original precomputed its mask for
     one size and crashed on the last, smaller batch). With B = 1 there are no negatives and the
     loss is exactly 0.
+
+    rows: the samples whose two cross-entropies are averaged (default all). With batches gathered
+    from every rank, each rank takes its own samples' rows against all negatives; DDP's mean over
+    ranks then equals the loss of the whole global batch in one process.
     """
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"nt_xent needs two [B, D] tensors of one shape, got {tuple(z1.shape)} "
@@ -30,7 +51,11 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     # a sample is never its own negative: -inf on the diagonal drops it from the softmax
     sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
     partner = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
-    return F.cross_entropy(sim, partner)
+    if rows is None:
+        return F.cross_entropy(sim, partner)
+    own = torch.arange(b, device=z.device)[rows]
+    own = torch.cat([own, own + b])
+    return F.cross_entropy(sim[own], partner[own])
 
 
 def masked_l1(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:

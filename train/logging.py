@@ -125,3 +125,16 @@ class MetricsLogger:
         self.events.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+class NullLogger:
+    """The logger of a rank other than 0 under DDP: rank 0 alone writes the run's records."""
+
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    def event(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -5,6 +5,11 @@
 ``checkpoints/``. A checkpoint is written every ``train.checkpoint_every_epochs`` epochs (the latest
 kept, plus one every ``train.keep_every_epochs``), and before the process exits at ``--max-steps``,
 at the end, or on SIGTERM/SIGINT (preemption; the step in flight finishes first).
+
+Under ``torchrun`` (docs/scale-out.md) every rank runs the same loop on its shard of the cohort
+with the model wrapped in DistributedDataParallel; rank 0 alone writes the run directory, and the
+ranks agree every step on skipping (train/step.py) and on stopping (a signal on any rank stops all
+of them after the same step).
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from damt.config import ConfigError, DamtConfig, dump_config, to_dict
 from damt.labels import load_label_table
 from damt.model import DamtModel
 from damt.views import make_views
+from train import dist
 from train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from train.data import CacheDataset, ShardedSampler, build_loader, to_device
-from train.logging import Interval, MetricsLogger
+from train.logging import Interval, MetricsLogger, NullLogger
 from train.optim import Schedule, build_optimizer
 from train.precision import resolve_precision
 from train.state import make_state, restore_state
@@ -74,6 +80,10 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
+#: stop reasons as the codes the ranks reduce with MAX (a SIGINT wins over a SIGTERM)
+_STOP_CODES = (None, "SIGTERM", "SIGINT")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
@@ -81,14 +91,16 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """One single-process run (a later DDP issue adds ranks around the same pieces)."""
+    """One run on this process's rank (the only one without torchrun)."""
 
     def __init__(self, cfg: DamtConfig, cache: Path, run_dir: Path, resume: bool = False,
                  allow_config_change: bool = False, device: torch.device | None = None,
                  progress: bool = True):
-        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self.cfg, self.run_dir = cfg, Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dist = dist.setup(device)
+        self.device = self.dist.device
+        self.progress = progress and self.dist.is_main
         found = latest_checkpoint(self.ckpt_dir)
         if found is not None and not resume:
             raise ConfigError("train.out_dir", f"{self.run_dir} already holds checkpoints: pass "
@@ -98,7 +110,8 @@ class Trainer:
                               f"run `damt preprocess` into it, or pass --cache")
         seed_everything(cfg.train.seed)
         self.dataset = CacheDataset(Path(cache), cfg)
-        self.sampler = ShardedSampler(len(self.dataset), rank=0, world_size=1, seed=cfg.train.seed,
+        self.sampler = ShardedSampler(len(self.dataset), rank=self.dist.rank,
+                                      world_size=self.dist.world_size, seed=cfg.train.seed,
                                       groups=self.dataset.cohorts, balanced=cfg.loader.cohort_balanced)
         self.loader = build_loader(self.dataset, self.sampler, cfg, cfg.train.batch_per_device)
         # Each iter(loader) draws a base seed; from the global RNG that draw would make a resumed
@@ -108,17 +121,22 @@ class Trainer:
         t = self.dataset.targets
         self.model = DamtModel(cfg, t.size("morphometry"), t.size("radiomics"),
                                load_label_table(cfg.labels.table).n_classes).to(self.device)
-        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        self.forward = self._wrap(self.model)
         self.optimizer = build_optimizer(self.model, cfg.optim)
+        # the linear scaling rule sees the global batch; every rank has the same number of steps
+        global_batch = cfg.train.batch_per_device * self.dist.world_size
         self.schedule = Schedule.build(cfg.optim, len(self.loader), cfg.train.epochs,
-                                       global_batch=cfg.train.batch_per_device)
+                                       global_batch=global_batch)
         self.precision = resolve_precision(cfg.train.precision, self.device)
         self.step = self.epoch = self.skipped = self.consecutive = 0
         self.saved_step = -1
         if resume and found is not None:
             self._restore(found, allow_config_change)
-        elif resume:
+        elif resume and self.dist.is_main:
             print(f"damt train: no complete checkpoint in {self.ckpt_dir}; starting a new run")
+        if not self.dist.is_main:  # rank 0 alone writes the run directory
+            self.logger: MetricsLogger | NullLogger = NullLogger()
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.run_dir / f".config.yaml.{uuid.uuid4().hex[:8]}.tmp"
         tmp.write_text(dump_config(cfg))
@@ -126,6 +144,23 @@ class Trainer:
         # records after this step (from a run killed after its last checkpoint) are dropped
         self.logger = MetricsLogger(self.run_dir, self.step, to_dict(cfg),
                                     wandb=cfg.train.wandb, wandb_project=cfg.train.wandb_project)
+
+    def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """What the step calls: the model, in DDP across ranks, compiled if asked (DDP first, so
+        compile sees DDP's bucketed gradient hooks)."""
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
+
+            # The unused-parameter search walks the graph every step, so it is asked for only
+            # when an enabled task leaves a parameter out (DamtModel.unreached_parameters).
+            # device_ids stays None: the model sits on one device already, and with ids DDP
+            # would also try to move the Views inputs, which make_views put there. No buffer
+            # changes in training (instance norms keep no running statistics), so none is
+            # broadcast before each forward.
+            model = DistributedDataParallel(
+                model, device_ids=None, broadcast_buffers=False,
+                find_unused_parameters=bool(self.model.unreached_parameters()))
+        return torch.compile(model) if self.cfg.train.compile else model
 
     def _restore(self, folder: Path, allow_config_change: bool) -> None:
         state = load_checkpoint(folder)
@@ -137,20 +172,29 @@ class Trainer:
         self.skipped, self.consecutive = state["skipped"]["total"], state["skipped"]["consecutive"]
         self.saved_step = self.step
         note = f" (config keys changed: {', '.join(changed)})" if changed else ""
-        print(f"damt train: resumed {folder} at step {self.step}, epoch {self.epoch}{note}")
+        if self.dist.is_main:
+            print(f"damt train: resumed {folder} at step {self.step}, epoch {self.epoch}{note}")
 
     def save(self, keep: bool = False) -> Path:
-        state = make_state(model=self.model, optimizer=self.optimizer, precision=self.precision,
-                           schedule=self.schedule, sampler=self.sampler, step=self.step,
-                           epoch=self.epoch, skipped_total=self.skipped,
-                           skipped_consecutive=self.consecutive, cfg=self.cfg)
+        """Rank 0 writes the checkpoint of this step; every rank returns once it is complete."""
         self.saved_step = self.step
-        return save_checkpoint(self.ckpt_dir, state, self.step, self.epoch, keep=keep)
+        path = self.ckpt_dir / f"step_{self.step:09d}"
+        if self.dist.is_main:
+            state = make_state(model=self.model, optimizer=self.optimizer,
+                               precision=self.precision, schedule=self.schedule,
+                               sampler=self.sampler, step=self.step, epoch=self.epoch,
+                               skipped_total=self.skipped, skipped_consecutive=self.consecutive,
+                               cfg=self.cfg)
+            path = save_checkpoint(self.ckpt_dir, state, self.step, self.epoch, keep=keep)
+        dist.barrier()  # the other ranks go on only once the checkpoint is complete on disk
+        return path
 
     def account(self, res: StepResult, views, wait: float, interval: Interval, lr: float,
                 wd: float) -> Interval:
         """Count a skip (and stop after too many), and write a metrics line when one is due."""
-        interval.add(res.losses, res.loss, res.grad_norm, len(views.index), wait, res.applied)
+        # samples of all ranks (every rank has the same batch size); losses are rank 0's own
+        interval.add(res.losses, res.loss, res.grad_norm, len(views.index) * self.dist.world_size,
+                     wait, res.applied)
         self.consecutive = 0 if res.applied else self.consecutive + 1
         if not res.applied:
             self.skipped += 1
@@ -159,7 +203,9 @@ class Trainer:
                       "loss": res.loss, "losses": res.losses, "grad_norm": res.grad_norm,
                       "subjects": ids, "consecutive": self.consecutive}
             self.logger.event(report)
-            tqdm.write(f"damt train: non-finite step {self.step} skipped: {report}")
+            if self.dist.is_main:
+                tqdm.write(f"damt train: non-finite step {self.step} skipped (on every rank): "
+                           f"{report}")
             if self.consecutive >= self.cfg.train.max_consecutive_skips:
                 raise TooManySkips(f"{self.consecutive} non-finite steps in a row; the last: "
                                    f"{report}; last checkpoint: {latest_checkpoint(self.ckpt_dir)}")
@@ -202,8 +248,10 @@ class Trainer:
                         interval = self.account(res, views, wait, interval, lr, wd)
                         bar.update(1)
                         bar.set_postfix(loss=f"{res.loss:.4g}", epoch=self.epoch)
-                        if stop.received:
-                            stop_reason = stop.received
+                        # a signal reaches one rank (or some): all stop after this same step
+                        code = dist.max_code(_STOP_CODES.index(stop.received))
+                        if code:
+                            stop_reason = stop.received or _STOP_CODES[code]
                         elif max_steps is not None and self.step >= max_steps:
                             stop_reason = "max_steps"
                     if stop_reason == "completed":  # the epoch ran to its end
@@ -220,12 +268,21 @@ class Trainer:
 def train(cfg: DamtConfig, cache: Path | None = None, out: Path | None = None, resume: bool = False,
           max_steps: int | None = None, allow_config_change: bool = False, progress: bool = True,
           device: torch.device | None = None) -> RunResult:
-    """Run (or resume) a training run; see :class:`Trainer` and :meth:`Trainer.run`."""
-    trainer = Trainer(cfg, Path(cache or cfg.data.cache_dir), Path(out or cfg.train.out_dir),
-                      resume=resume, allow_config_change=allow_config_change, device=device,
-                      progress=progress)
-    if max_steps is not None and trainer.step >= max_steps:
-        trainer.logger.close()
-        return RunResult(trainer.run_dir, trainer.step, trainer.epoch, "max_steps",
-                         latest_checkpoint(trainer.ckpt_dir), trainer.skipped)
-    return trainer.run(max_steps)
+    """Run (or resume) a training run; see :class:`Trainer` and :meth:`Trainer.run`. Under
+    torchrun the process joins the group first and leaves it when the run ends."""
+    finished = False
+    try:
+        trainer = Trainer(cfg, Path(cache or cfg.data.cache_dir), Path(out or cfg.train.out_dir),
+                          resume=resume, allow_config_change=allow_config_change, device=device,
+                          progress=progress)
+        if max_steps is not None and trainer.step >= max_steps:
+            trainer.logger.close()
+            result = RunResult(trainer.run_dir, trainer.step, trainer.epoch, "max_steps",
+                               latest_checkpoint(trainer.ckpt_dir), trainer.skipped)
+        else:
+            result = trainer.run(max_steps)
+        finished = True
+        return result
+    finally:
+        # after a failure no barrier: the other ranks may never reach it (torchrun ends them)
+        dist.teardown(wait=finished)

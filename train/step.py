@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from train.dist import all_true
 from train.precision import Precision
 
 
@@ -30,11 +31,12 @@ class StepResult:
 def step_is_finite(loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
     """The single decision whether a step is applied: loss and gradient norm both finite.
 
-    Under DDP this is the one place to add ``dist.all_reduce(flag, op=MIN)`` so every rank skips
-    the same steps; nothing else in the trainer needs to know about ranks to skip consistently.
+    Under DDP the flag is all-reduced with MIN (:func:`train.dist.all_true`): the gradients are
+    averaged across ranks, but each rank's loss is its own, so a loss that is non-finite on one
+    rank alone must still make every rank skip, or the replicas would drift apart. Nothing else
+    in the trainer needs to know about ranks to skip consistently.
     """
-    flag = (torch.isfinite(loss) & torch.isfinite(grad_norm)).to(torch.int32)
-    return bool(flag.item())
+    return all_true(torch.isfinite(loss) & torch.isfinite(grad_norm))
 
 
 def train_step(model: nn.Module, views: Any, optimizer: torch.optim.Optimizer,

@@ -168,6 +168,8 @@ class TasksConfig:
     weighting: Literal["fixed", "uncertainty"] = setting("fixed", "fixed weights, or learned "
                                                          "uncertainty weighting (AutoWeightedLoss)")
     contrastive_temperature: float = setting(0.5, "NT-Xent temperature", lo=1e-6)
+    contrastive_gather: bool = setting(False, "under DDP, NT-Xent negatives from every rank's batch "
+                                       "(all_gather with gradient), not only this rank's")
     rotation: TaskConfig = section(lambda: _task(1.0), "rotation classification, global + local")
     location: TaskConfig = section(lambda: _task(1.0), "location classification of the local crop")
     contrastive: TaskConfig = section(lambda: _task(1.0), "NT-Xent between the two global views")

@@ -43,6 +43,17 @@ class DamtModel(nn.Module):
                           if cfg.tasks.weighting == "uncertainty" else None)
         self.passes = sorted({p for t in self.tasks for p in t.encodings})
 
+    def unreached_parameters(self) -> list[str]:
+        """Names of the parameters that no enabled task's loss depends on.
+
+        DDP must be told to search for unused parameters (a graph walk every step) only when this
+        is not empty. Heads exist only for enabled tasks, every encoder stage feeds the deepest
+        hidden state that every task reads, and uncertainty weighting has one parameter per enabled
+        task; only the mask token is left out, when no enabled task reads a masked pass.
+        """
+        masked = any(ENCODINGS[p][1] is not None for p in self.passes)
+        return [] if masked else ["encoder.mask_token"]
+
     def encode(self, views: Any) -> dict[str, Encoded]:
         """Run the encoder passes the enabled tasks need; passes of one input size share a batch."""
         out: dict[str, Encoded] = {}

@@ -14,7 +14,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from damt.config import ConfigError
-from damt.losses import cross_entropy, masked_l1, nt_xent, present_l1
+from damt.losses import cross_entropy, gather_with_grad, masked_l1, nt_xent, present_l1
 from damt.model.heads import AtlasDecoder, LinearHead, MIMDecoder, RegressionHead
 from damt.tasks import Encoded, ModelDims, Task, register_task
 
@@ -51,7 +51,10 @@ class Location(Task):
 
 @register_task("contrastive")
 class Contrastive(Task):
-    """NT-Xent between the projections of global view 1 and (masked) global view 2."""
+    """NT-Xent between the projections of global view 1 and (masked) global view 2.
+
+    With ``tasks.contrastive_gather`` under DDP the negatives are the whole global batch's.
+    """
 
     encodings = ("global", "global_masked")
 
@@ -59,8 +62,13 @@ class Contrastive(Task):
         return LinearHead(dims.token_dim, self.cfg.model.contrastive_dim)
 
     def loss(self, head: nn.Module, enc: dict[str, Encoded], views: Any) -> Tensor:
-        return nt_xent(head(enc["global"].pooled), head(enc["global_masked"].pooled),
-                       self.cfg.tasks.contrastive_temperature)
+        z1, z2 = head(enc["global"].pooled), head(enc["global_masked"].pooled)
+        rows = None
+        if self.cfg.tasks.contrastive_gather:
+            b = z1.shape[0]
+            (z1, start), (z2, _) = gather_with_grad(z1), gather_with_grad(z2)
+            rows = slice(start, start + b)
+        return nt_xent(z1, z2, self.cfg.tasks.contrastive_temperature, rows=rows)
 
 
 @register_task("atlas")
