@@ -7,12 +7,12 @@ with ``time.process_time`` (all threads of this process), next to the wall time.
 
 from __future__ import annotations
 
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
+from damt.benchutil import machine, one_thread
 from damt.config import DamtConfig
 from damt.labels import load_label_table
 from preprocess.discover import discover, parse_cohorts
@@ -21,32 +21,16 @@ from preprocess.targets import build_plan
 from preprocess.subject import process_subject
 
 
-def _one_thread() -> None:
-    import numcodecs.blosc
-    import torch
-
-    torch.set_num_threads(1)
-    numcodecs.blosc.set_nthreads(1)
-
-
 def _timed(fn) -> tuple[float, float]:
     c0, w0 = time.process_time(), time.perf_counter()
     fn()
     return time.process_time() - c0, time.perf_counter() - w0
 
 
-def machine() -> dict[str, str | int]:
-    """A short description of this machine for the benchmark record."""
-    import os
-
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count() or 0,
-            "python": platform.python_version()}
-
-
 def bench_preprocess(cfg: DamtConfig, limit: int = 4, repeats: int = 1,
                      workers: list[int] = (1,)) -> Iterator[dict]:
     """Yield one JSON-ready dict per result (DAMT stage, MONAI chain, ratio, worker scaling)."""
-    _one_thread()
+    one_thread()
     table = load_label_table(cfg.labels.table)
     subjects = [s for s in discover(parse_cohorts(cfg.data.inputs), cfg.data)
                 if s.error is None and s.image is not None and s.parcellation is not None][:limit]

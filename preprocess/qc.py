@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from damt.qc import (Column, Expected, MontageItem, Report, flag_outliers, mid_s
 from damt.qc.metrics import BRAIN_VOLUME, P_HIGH, P_LOW, SubjectMetrics
 from damt.targets.cachefile import KINDS, TARGETS_JSON, CacheTargets
 from preprocess.manifest import MANIFEST, read_manifest
+from damt.atomic import write_text_atomic
 
 REPORT_HTML, SUBJECTS_CSV, OUTLIERS_CSV = "qc_report.html", "qc_subjects.csv", "qc_outliers.csv"
 #: reasons written by the driver rather than a subject's typed error (damt.errors lists the others)
@@ -298,12 +298,6 @@ def _montage(cfg: DamtConfig, cache: Path, rows: list[dict[str, Any]], workers: 
         return [m for m in pool.map(render, chosen) if m is not None]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run_qc(cfg: DamtConfig, cache: Path, out: Path | None = None, verify: bool = False,
            workers: int | None = None) -> QcResult:
     """Write the QC report of ``cache`` to ``out`` (default ``qc.out_dir``, else ``<cache>/qc``);
@@ -332,8 +326,8 @@ def run_qc(cfg: DamtConfig, cache: Path, out: Path | None = None, verify: bool =
     problems, checked = verify_cache(cfg, cache, workers) if verify else (None, 0)
 
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / SUBJECTS_CSV, _csv_frame(rows).to_csv(index=False))
-    _write_atomic(out / OUTLIERS_CSV, outliers.to_csv(index=False))
+    write_text_atomic(out / SUBJECTS_CSV, _csv_frame(rows).to_csv(index=False))
+    write_text_atomic(out / OUTLIERS_CSV, outliers.to_csv(index=False))
     failed = [r for r in rows if r["status"] != "ok"]
     by_reason = pd.Series([r["reason"] for r in failed], dtype=object).value_counts()
     flagged_ids = [r["subject_id"] for r in rows if r.get("flagged")]
@@ -360,7 +354,7 @@ def run_qc(cfg: DamtConfig, cache: Path, out: Path | None = None, verify: bool =
         outliers=outliers.to_dict("records"), columns=_columns(rows), rows=rows,
         plots=_plots(rows, outliers, structures), montage=_montage(cfg, cache, rows, workers),
         verify=None if problems is None else [str(p) for p in problems], verify_checked=checked)
-    _write_atomic(out / REPORT_HTML, render_html(report))
+    write_text_atomic(out / REPORT_HTML, render_html(report))
     return QcResult(html=out / REPORT_HTML, subjects_csv=out / SUBJECTS_CSV, outliers_csv=out / OUTLIERS_CSV,
                     n_subjects=len(man), n_ok=len(ok), n_failed=len(failed), flagged=flagged_ids,
                     problems=problems, notes=notes + [f"{r['subject_id']}: store unreadable ({r['qc_error']})"

@@ -26,6 +26,7 @@ from preprocess.manifest import read_manifest, rows_by_key, to_frame, write_mani
 from damt.targets.cachefile import TARGETS_JSON
 from preprocess.subject import failed_row, is_unchanged, process_subject, stat_fingerprint
 from preprocess.targets import TargetPlan, build_plan, refit_targets_json
+from damt.atomic import write_text_atomic
 
 #: failure reasons that belong to discovery, not to a subject's files (they never own an id)
 _ID_REASONS = {"duplicate_subject_id", "bad_subject_id"}
@@ -65,13 +66,6 @@ def preprocess_hash(cfg: DamtConfig, table: LabelTable, plan: TargetPlan) -> str
     settings and target normalisation are left out, so changing them rebuilds no store."""
     return config_hash({"preprocess": to_dict(cfg.preprocess), "label_table_sha256": table.sha256,
                         "targets": plan.digest(), "store_format": STORE_FORMAT})
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` by a temporary file and a rename (never a half-written file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _normalise_changed(cache: Path, cfg: DamtConfig) -> bool:
@@ -213,7 +207,7 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
         if changed:
             frame = to_frame(rows.values())
             write_manifest(cache, frame)
-            _write_atomic(cache / "preprocess_config.yaml", dump_config(cfg) + f"# preprocess hash {chash}\n")
+            write_text_atomic(cache / "preprocess_config.yaml", dump_config(cfg) + f"# preprocess hash {chash}\n")
             summary.manifest_written = True
         if changed or not (cache / TARGETS_JSON).exists() or _normalise_changed(cache, cfg):
             frame = to_frame(rows.values())

@@ -19,27 +19,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from damt.benchutil import machine, one_thread
 from damt.config import DamtConfig
-
-
-def machine() -> dict[str, str | int]:
-    """A short description of this machine for the benchmark record (as ``damt bench preprocess``)."""
-    import os
-    import platform
-
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count() or 0,
-            "python": platform.python_version()}
-
-
-def _one_thread() -> None:
-    import numcodecs.blosc
-    import torch
-    import zarr
-
-    torch.set_num_threads(1)
-    numcodecs.blosc.set_nthreads(1)
-    zarr.config.set({"threading.max_workers": 1})
-    # tensorstore: CacheDataset's reader opens its context with one I/O and one copy thread
 
 
 def _cpu_ms(fn, count: int, rounds: int = 1) -> float:
@@ -79,7 +60,7 @@ def bench_loader(cfg: DamtConfig, cache: Path | Sequence[Path], limit: int = 8, 
 
     from train.data import CacheDataset
 
-    _one_thread()
+    one_thread()
     caches = [Path(c) for c in ([cache] if isinstance(cache, (str, Path)) else cache)]
     first = CacheDataset(caches[0], cfg)
     ids = first.subjects["subject_id"].tolist()[:limit]

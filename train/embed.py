@@ -9,9 +9,7 @@ location and contrastive heads see: ``embed_dim * 16`` values (768 for the seed 
 from __future__ import annotations
 
 import json
-import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,6 +25,7 @@ from damt.model import MaskedSwinEncoder
 from preprocess.manifest import ok_subjects
 from train.export_cli import LoadedCheckpoint, load_run_checkpoint
 from train.state import config_changes
+from damt.atomic import atomic_write
 
 EMBED_FORMAT = "damt-embeddings-v1"
 ENCODER_KEY_PREFIX = "encoder."
@@ -127,9 +126,7 @@ def write_embeddings(frame: pd.DataFrame, path: Path, meta: Mapping[str, Any]) -
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            b"damt": json.dumps(dict(meta)).encode()})
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return path
 
 

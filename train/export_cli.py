@@ -8,9 +8,7 @@ Also the checkpoint resolution every downstream command shares: a checkpoint fol
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import torch
 
 from damt import __version__
 from damt.config import DamtConfig, config_hash, dump_config, to_dict
+from damt.atomic import atomic_write, write_text_atomic
 from damt.config.validate import build
 from damt.export import (FILES, build_sidecar, encoder_state_dict,
                          swinunetr_kwargs, to_load_from_layout, verify_swinunetr)
@@ -79,15 +78,11 @@ def load_run_checkpoint(path: Path | str) -> LoadedCheckpoint:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _labels_info(cfg: DamtConfig, model_state: dict) -> dict[str, Any]:

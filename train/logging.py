@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
+from damt.atomic import write_text_atomic
 
 METRICS_FILE, EVENTS_FILE = "metrics.jsonl", "events.jsonl"
 
@@ -41,9 +40,7 @@ def _truncate(path: Path, last_step: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines()
             if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 class Interval:

@@ -14,11 +14,9 @@ of them after the same step).
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from train.optim import Schedule, build_optimizer
 from train.precision import resolve_precision
 from train.state import make_state, restore_state
 from train.step import StepResult, train_step
+from damt.atomic import write_text_atomic
 
 
 class TooManySkips(RuntimeError):
@@ -138,9 +137,7 @@ class Trainer:
             self.logger: MetricsLogger | NullLogger = NullLogger()
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.run_dir / f".config.yaml.{uuid.uuid4().hex[:8]}.tmp"
-        tmp.write_text(dump_config(cfg))
-        os.replace(tmp, self.run_dir / "config.yaml")
+        write_text_atomic(self.run_dir / "config.yaml", dump_config(cfg))
         # records after this step (from a run killed after its last checkpoint) are dropped
         self.logger = MetricsLogger(self.run_dir, self.step, to_dict(cfg),
                                     wandb=cfg.train.wandb, wandb_project=cfg.train.wandb_project)

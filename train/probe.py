@@ -12,8 +12,6 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from damt.targets.cachefile import KINDS, CacheTargets
 from preprocess.manifest import ok_subjects
 from train.embed import build_encoder, cache_mismatch, embed_subjects, embedding_meta
 from train.export_cli import load_run_checkpoint
+from damt.atomic import write_text_atomic
 
 ROW_LABELS = {"pretrained": "pretrained", "random_init": "random init", "no_features": "no features"}
 
@@ -155,9 +154,7 @@ def run_probe(checkpoint: Path | str, target: str, cache: Path | str | None = No
     if out is not None:
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(report, indent=1) + "\n")
     return report
 
 

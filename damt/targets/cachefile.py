@@ -6,8 +6,6 @@ sample is loaded, so adding a cohort refits them without rewriting any store.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from damt.targets.normalise import apply
+from damt.atomic import write_text_atomic
 
 TARGETS_JSON = "targets.json"
 TARGETS_FORMAT = "damt-targets-v1"
@@ -61,7 +60,5 @@ def write_targets_json(cache: Path, doc: dict[str, Any]) -> bool:
     text = json.dumps(doc | {"format": TARGETS_FORMAT}, indent=1, sort_keys=True)
     if path.is_file() and path.read_text() == text:
         return False
-    tmp = path.with_name(f".{TARGETS_JSON}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
     return True
