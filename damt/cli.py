@@ -54,6 +54,10 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     summary = run_preprocess(cfg, Path(cfg.data.cache_dir), workers=args.workers, scheduler=args.scheduler,
                              progress=not args.quiet)
     print(summary.table())
+    if summary.unwritten:  # the cache's disk, not the inputs: the run did not finish its job
+        print(f"damt preprocess: error: {summary.unwritten} subject(s) could not be written to the cache "
+              f"(disk_full / read_only rows); fix the cache's file system and rerun", file=sys.stderr)
+        return 1
     return 0
 
 
