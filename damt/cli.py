@@ -315,9 +315,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from damt.labels import LabelTableError  # noqa: PLC0415
     from damt.targets import FsStatsError, SchemaError, TissueTableError  # noqa: PLC0415
     from damt.targets.csv_import import CsvImportError  # noqa: PLC0415
-    from damt.errors import CacheBusyError  # noqa: PLC0415
+    from damt.errors import CacheBusyError, CacheWriteError, ManifestError  # noqa: PLC0415
 
-    return (LabelTableError, SchemaError, TissueTableError, CsvImportError, FsStatsError, CacheBusyError)
+    return (LabelTableError, SchemaError, TissueTableError, CsvImportError, FsStatsError, CacheBusyError,
+            CacheWriteError, ManifestError)
 
 
 def main(argv: list[str] | None = None) -> int:
