@@ -31,6 +31,7 @@ from damt.qc.metrics import BRAIN_VOLUME, P_HIGH, P_LOW, SubjectMetrics
 from damt.targets.cachefile import KINDS, TARGETS_JSON, CacheTargets
 from preprocess.manifest import MANIFEST, read_manifest
 from damt.atomic import write_text_atomic
+from damt.csvsafe import safe_csv_frame
 
 REPORT_HTML, SUBJECTS_CSV, OUTLIERS_CSV = "qc_report.html", "qc_subjects.csv", "qc_outliers.csv"
 #: reasons written by the driver rather than a subject's typed error (damt.errors lists the others)
@@ -326,8 +327,9 @@ def run_qc(cfg: DamtConfig, cache: Path, out: Path | None = None, verify: bool =
     problems, checked = verify_cache(cfg, cache, workers) if verify else (None, 0)
 
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / SUBJECTS_CSV, _csv_frame(rows).to_csv(index=False))
-    write_text_atomic(out / OUTLIERS_CSV, outliers.to_csv(index=False))
+    # text cells from user data (ids, messages, paths) must not run as spreadsheet formulas
+    write_text_atomic(out / SUBJECTS_CSV, safe_csv_frame(_csv_frame(rows)).to_csv(index=False))
+    write_text_atomic(out / OUTLIERS_CSV, safe_csv_frame(outliers).to_csv(index=False))
     failed = [r for r in rows if r["status"] != "ok"]
     by_reason = pd.Series([r["reason"] for r in failed], dtype=object).value_counts()
     flagged_ids = [r["subject_id"] for r in rows if r.get("flagged")]
