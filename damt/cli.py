@@ -66,12 +66,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:
         extra.append(f"train.out_dir={json.dumps(args.out)}")
     cfg = _load(args, extra)
+    from damt.errors import NonFiniteStateError  # noqa: PLC0415
     from train.loop import TooManySkips, train  # noqa: PLC0415
 
     try:
         result = train(cfg, resume=args.resume, max_steps=args.max_steps,
                        allow_config_change=args.allow_config_change, progress=not args.quiet)
-    except TooManySkips as err:
+    except (TooManySkips, NonFiniteStateError) as err:
         print(f"damt train: stopped: {err}", file=sys.stderr)
         return 3
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary (rank 0's) is enough
@@ -315,10 +316,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from damt.labels import LabelTableError  # noqa: PLC0415
     from damt.targets import FsStatsError, SchemaError, TissueTableError  # noqa: PLC0415
     from damt.targets.csv_import import CsvImportError  # noqa: PLC0415
-    from damt.errors import CacheBusyError, CacheWriteError, ManifestError  # noqa: PLC0415
+    from damt.errors import (CacheBusyError, CacheWriteError, CheckpointWriteError,  # noqa: PLC0415
+                             CorruptCheckpointError, ManifestError)
 
     return (LabelTableError, SchemaError, TissueTableError, CsvImportError, FsStatsError, CacheBusyError,
-            CacheWriteError, ManifestError)
+            CacheWriteError, ManifestError, CheckpointWriteError, CorruptCheckpointError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,22 @@ class ManifestError(RuntimeError):
     """``manifest.parquet`` exists but cannot be read (truncated, damaged); says how to recover."""
 
 
+class TargetsFileError(ValueError):
+    """``<cache>/targets.json`` is missing or cannot be read; says how to get a good one."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (e.g. the disk is full); nothing partial was left behind."""
+
+
+class CorruptCheckpointError(ValueError):
+    """A complete checkpoint's ``state.pt`` does not match its marker or cannot be read."""
+
+
+class NonFiniteStateError(RuntimeError):
+    """The model's parameters are not finite: such a state is never saved as a checkpoint."""
+
+
 def _make(name: str, reason: str, doc: str, transient: bool = False) -> type[SubjectError]:
     return type(name, (SubjectError,), {"reason": reason, "transient": transient, "__doc__": doc})
 

@@ -85,8 +85,8 @@ def _normalise_changed(cache: Path, cfg: DamtConfig) -> bool:
     try:
         doc = json.loads((cache / TARGETS_JSON).read_text())
     except (OSError, ValueError):
-        return True
-    return doc.get("normalise_config") != to_dict(cfg.targets.normalise)
+        return True  # missing or damaged: refit it
+    return not isinstance(doc, dict) or doc.get("normalise_config") != to_dict(cfg.targets.normalise)
 
 
 @contextmanager
