@@ -8,8 +8,6 @@ outliers, renders the montage from mid-slices only, and writes ``qc_report.html`
 
 from __future__ import annotations
 
-import fcntl
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,6 +19,7 @@ import pandas as pd
 
 import damt
 from damt.cache import is_valid_id, open_subject, store_path
+from damt.cache.lock import preprocess_running
 from damt.cache.store import SUBJECTS_DIR
 from damt.config import ConfigError, DamtConfig
 from damt.errors import REASONS
@@ -70,22 +69,6 @@ def _manifest(cache: Path) -> pd.DataFrame:
     if not (cache / MANIFEST).is_file():
         raise FileNotFoundError(f"{cache / MANIFEST} is missing: run `damt preprocess` on this cache first")
     return read_manifest(cache).reset_index(drop=True)
-
-
-def preprocess_running(cache: Path) -> bool:
-    """True if a ``damt preprocess`` run holds the cache's lock now (its changes may show as problems)."""
-    lock = Path(cache) / ".lock"
-    if not lock.is_file():
-        return False
-    fd = os.open(lock, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def verify_cache(cfg: DamtConfig, cache: Path, workers: int | None = None) -> tuple[list[Problem], int]:
