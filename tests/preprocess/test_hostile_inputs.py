@@ -14,17 +14,19 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from damt.cache import open_subject
 from damt.config import load_config
 from damt.errors import REASONS
 from damt.synth import BAD_CASES, bad_subject_id, make_bad_case, make_subject
 from preprocess.manifest import read_manifest
 from preprocess.run import run_preprocess
-from hostile import HOSTILE, hostile_id, make_hostile_cohort
+from hostile import HOSTILE, SHAPE, hostile_id, make_hostile_cohort
 from test_bad_inputs import EXPECTED as BAD_EXPECTED, OK_CASES as BAD_OK
 
-GOOD = ("good-1", "good-2")
+GOOD = ("good-1", "good-2", "float-twin")  # float-twin: hostile-float-parc with its int32 parcellation
 
 
 class Hung(BaseException):
@@ -60,8 +62,9 @@ def hostile_cohort(tmp_path_factory):
     make_hostile_cohort(root)
     for kind in BAD_CASES:
         make_bad_case(root, kind)
-    for i, sid in enumerate(GOOD):
+    for i, sid in enumerate(GOOD[:2]):
         make_subject(root, sid, seed=10 + i, shape=(64, 64, 64))
+    make_subject(root, "float-twin", seed=0, shape=SHAPE)
     os.symlink("loop", root / "loop")  # a symlink loop at the cohort root: discovery must go on
     return root
 
@@ -106,6 +109,13 @@ def test_no_internal_error_and_nothing_but_the_subjects(in_process):
 def test_messages_say_what_is_wrong(in_process, kind, words):
     _, _, man = in_process
     assert words in man.loc[hostile_id(kind), "message"]
+
+
+def test_a_float_parcellation_gives_what_its_int_twin_gives(in_process):
+    _, cache, man = in_process
+    a, b = (open_subject(cache / man.loc[sid, "store"]) for sid in (hostile_id("float-parc"), "float-twin"))
+    for name in ("atlas", "image", "morphometry", "morphometry_present"):
+        assert np.array_equal(a[name][...], b[name][...]), name
 
 
 def test_a_second_run_reads_nothing_and_rewrites_nothing(in_process, hostile_cohort):
