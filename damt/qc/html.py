@@ -1,6 +1,7 @@
 """Assemble the self-contained QC report: one HTML file, no network resources.
 
-The subject table's rows travel as JSON inside the page and a few lines of vanilla JS draw,
+The subject table's rows travel as JSON inside the page (one array per row, keys named once) and a
+few lines of vanilla JS draw,
 sort and filter them, so a cohort of 100k subjects stays one file that a browser opens quickly
 (only the rows that match the filter are drawn, at most ``TABLE_LIMIT`` at a time). Everything
 people must act on (warnings, failures, outliers, verification problems) is also static HTML, so
@@ -126,6 +127,12 @@ def _json_for_script(obj: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def _compact(v: Any) -> Any:
+    """A table value for the page's JSON: floats to 6 significant digits (the table shows 4; the
+    CSV keeps every digit), so 10k rows stay a few MB."""
+    return float(f"{v:.6g}") if isinstance(v, float) and math.isfinite(v) else v
+
+
 def _cell(v: Any) -> str:
     if isinstance(v, Link):
         title = f' title="{escape(v.title)}"' if v.title else ""
@@ -240,9 +247,12 @@ def render_html(report: Report) -> str:
     outliers = _table(_linked(report.outliers, shown),
                       ["cohort", "subject_id", "montage", "metric", "value", "median", "z"],
                       ["cohort", "subject", "montage", "metric", "value", "median", "robust z"], table_id="outliers")
+    keys = [c.key for c in report.columns] + [k for k in ("status", "flagged") if k not in
+                                                {c.key for c in report.columns}]
     data = _json_for_script({"columns": [{"key": c.key, "label": c.label, "doc": c.doc, "key_column": c.key_column}
-                                         for c in report.columns],
-                             "rows": report.rows, "limit": TABLE_LIMIT, "montage": sorted(shown)})
+                                         for c in report.columns], "keys": keys,
+                             "rows": [[_compact(r.get(k)) for k in keys] for r in report.rows],
+                             "limit": TABLE_LIMIT, "montage": sorted(shown)})
     statuses = sorted({str(r.get("status")) for r in report.rows})
     options = "".join(f'<option value="{escape(s)}">{escape(s)}</option>' for s in statuses)
     n_key = sum(c.key_column for c in report.columns)

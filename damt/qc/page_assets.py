@@ -46,8 +46,8 @@ align-items:center;justify-content:center;color:#eee;cursor:zoom-out}#lightbox[h
 JS = """
 (function(){
 const data=JSON.parse(document.getElementById('qc-data').textContent);
-const cols=data.columns,rows=data.rows,mont=new Set(data.montage);
-rows.forEach((r,i)=>{r._i=i;});
+const cols=data.columns,mont=new Set(data.montage);
+const rows=data.rows.map((a,i)=>{const r={_i:i};data.keys.forEach((k,j)=>{r[k]=a[j];});return r;});
 const thead=document.querySelector('#subjects thead tr'),body=document.querySelector('#subjects tbody');
 const q=document.getElementById('q'),st=document.getElementById('st'),fl=document.getElementById('fl'),
  info=document.getElementById('shown'),boxes=document.getElementById('colboxes'),ncols=document.getElementById('ncols');

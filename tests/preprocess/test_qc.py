@@ -417,8 +417,8 @@ def test_html_renders_in_headless_chromium(chromium, report, tmp_path):
     assert not m["table"]["over"] and m["table"]["allOver"] and m["table"]["allCols"] > m["table"]["cols"] >= 8
 
     # following a subject link shows that row, whatever the filters, and marks it
-    hippo = next(i for i, r in enumerate(json.loads(re.search(r'id="qc-data">(.*?)</script>', report[3], re.S)
-                                                    .group(1))["rows"]) if r["subject_id"] == "out-hippo")
+    data = json.loads(re.search(r'id="qc-data">(.*?)</script>', report[3], re.S).group(1))
+    hippo = [r[data["keys"].index("subject_id")] for r in data["rows"]].index("out-hippo")
     linked = dom(page.as_uri() + f"#s-{hippo}").split('<table id="subjects">', 1)[1].split("</table>", 1)[0]
     assert re.findall(r'<tr id="(s-\d+)" class="([^"]*)"', linked) == [(f"s-{hippo}", "ok flag target")]
 
