@@ -12,5 +12,6 @@ from damt.qc.verify import Expected, verify_store
 
 __all__ = ["STABLE_N", "Column", "Expected", "Link", "MontageItem", "MontagePlane", "Report", "Section", "Strata",
            "StrataError", "SubjectMetrics", "flag_outliers", "focus_point", "grey_png", "labels_png",
-           "metric_structure", "mid_slices", "outline_png", "palette", "plane_labels", "render_html", "robust_z", "slices",
+           "metric_structure", "mid_slices", "outline_png", "palette", "plane_labels", "render_html", "robust_z",
+           "slices",
            "stratify", "strip_plot_svg", "structure_classes", "subject_metrics", "verify_store", "volume_metric"]

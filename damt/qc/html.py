@@ -243,7 +243,8 @@ def render_html(report: Report) -> str:
     shown = {m.row for m in report.montage}
     flagged = _table(_linked(report.flagged, shown),
                      ["cohort", "subject_id", "montage", "n_flags", "max_abs_z", "flags"],
-                     ["cohort", "subject", "montage", "metrics flagged", "max |z|", "largest first"], table_id="flagged")
+                     ["cohort", "subject", "montage", "metrics flagged", "max |z|", "largest first"],
+                     table_id="flagged")
     outliers = _table(_linked(report.outliers, shown),
                       ["cohort", "subject_id", "montage", "metric", "value", "median", "z"],
                       ["cohort", "subject", "montage", "metric", "value", "median", "robust z"], table_id="outliers")

@@ -38,7 +38,7 @@ figure.flag{border:2px solid #d62728}figure:target{outline:4px solid #1f77b4}
 .pn{position:absolute;left:5px;bottom:4px;color:#bbb;font-size:11px}
 figcaption{font-size:12px;margin-top:4px;word-break:break-word;max-width:calc(3 * var(--tile))}
 p.good{color:#276b27}p.bad{color:#b22}
-#lightbox{position:fixed;inset:0;background:rgba(0,0,0,.9);z-index:10;display:flex;flex-direction:column;
+#lightbox{position:fixed;inset:0;background:rgba(0,0,0,.94);z-index:10;display:flex;flex-direction:column;
 align-items:center;justify-content:center;color:#eee;cursor:zoom-out}#lightbox[hidden]{display:none}
 #lightbox .planes{--tile:min(32vw,80vh)}#lightbox figcaption{max-width:96vw;font-size:14px}#lightbox a{color:#9cf}
 """

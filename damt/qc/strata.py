@@ -81,8 +81,8 @@ def stratify(manifest: pd.DataFrame, path: Path, column: str) -> Strata:
     dup = frame[frame.duplicated(keys, keep=False)][keys].drop_duplicates()
     if len(dup):
         shown = ["/".join(r) for r in dup.astype(str).itertuples(index=False)][:10]
-        raise StrataError(f"--csv {path}: these subjects are on more than one row: {shown}"
-                          + ("" if "cohort" in frame.columns else " (add a cohort column if ids repeat across cohorts)"))
+        hint = "" if "cohort" in frame.columns else " (add a cohort column if ids repeat across cohorts)"
+        raise StrataError(f"--csv {path}: these subjects are on more than one row: {shown}{hint}")
     binned = _bins(frame[column])
     values, levels = binned if binned else (frame[column].where(frame[column] != "", NO_VALUE), None)
     lookup = dict(zip(map(tuple, frame[keys].to_numpy().tolist()), values))

@@ -222,7 +222,8 @@ def _report(evil: str = "m") -> Report:
                              "z": 9.0, "row": 1}],
                   columns=[Column(k, k, key_column=k != "message") for k in rows[0]], rows=rows,
                   montage=[MontageItem("s2", "c", "flagged", [plane], True, row=1)], verify=["s9 [x]: bad"],
-                  warnings=[f"all ok subjects: n = 2 {evil}"], sections=[Section("extra", "Extra <figure>", "<p>x</p>")])
+                  warnings=[f"all ok subjects: n = 2 {evil}"],
+                  sections=[Section("extra", "Extra <figure>", "<p>x</p>")])
 
 
 def test_html_is_self_contained_and_escapes_data():
