@@ -4,6 +4,7 @@ parcellation fallback, CSV import, and refits that rewrite no subject store."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -206,3 +207,10 @@ def test_original_schemas_through_the_cli(original_cohort, tmp_path, schema, tab
         sub02 = _arrays(cache, man, "sub-02")
         assert not sub02["morphometry_present"].any() and (sub02["morphometry"] == 0).all()
         assert doc["morphometry"]["present_fraction"] == [0.5] * n
+        # the QC report's target table: the schema's present fraction over the ok subjects
+        assert main(["qc", "--cache", str(cache), "--out", str(tmp_path / "qc")]) == 0
+        page = (tmp_path / "qc" / "qc_report.html").read_text()
+        table = re.search(r'<table id="targets">.*?</table>', page, re.S).group(0)
+        row = re.search(r"<tr><td>morphometry</td>(.*?)</tr>", table).group(1)
+        assert row == (f'<td>freesurfer:{schema}</td><td class="num">{n}</td><td class="num">2</td>'
+                       '<td class="num">0.5</td><td class="num">1</td><td class="num">1</td>')
