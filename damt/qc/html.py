@@ -187,7 +187,8 @@ def _targets_section(report: Report) -> str:
                    ["target", "schema / source", "columns", "ok subjects", "present fraction",
                     "subjects with every column", "subjects with none"], table_id="targets")
     return ("<h3>Targets present</h3><p>Share of (subject, column) target values present over the ok subjects; "
-            "a value is not present when its stats file, table row or tissue mask is missing.</p>" + table)
+            "a value is missing when its input is (a stats file or table row, a tissue mask, a CSV row).</p>"
+            + table)
 
 
 def render_html(report: Report) -> str:

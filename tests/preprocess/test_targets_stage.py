@@ -175,9 +175,10 @@ def original_cohort(data_dir, tmp_path_factory):
     (aseg.stats only)."""
     root = tmp_path_factory.mktemp("original")
     shutil.copytree(data_dir / "fs_bert" / "bert", root / "a" / "bert")
+    stats = root / "a" / "bert" / "stats"
     for hemi in ("lh", "rh"):
-        stats = root / "a" / "bert" / "stats"
-        (stats / f"{hemi}.aparc.DKTatlas.stats").write_text(dkt_from_desikan((stats / f"{hemi}.aparc.stats").read_text()))
+        desikan = (stats / f"{hemi}.aparc.stats").read_text()
+        (stats / f"{hemi}.aparc.DKTatlas.stats").write_text(dkt_from_desikan(desikan))
     shutil.copytree(data_dir / "fs_training_data" / "sub-02", root / "b" / "sub-02")
     return root
 
