@@ -62,6 +62,8 @@ class Report:
     montage: list[MontageItem] = field(default_factory=list)
     verify: list[str] | None = None
     verify_checked: int = 0
+    #: one row per target kind: target, source (schema), columns, subjects, present_fraction, complete, none
+    targets: list[dict[str, Any]] = field(default_factory=list)
 
 
 CSS = """
@@ -179,6 +181,16 @@ def _montage(items: Sequence[MontageItem]) -> str:
     return '<div class="montage">' + "".join(figs) + "</div>"
 
 
+def _targets_section(report: Report) -> str:
+    """The present fraction of each target schema over the ok subjects."""
+    table = _table(report.targets, ["target", "source", "columns", "subjects", "present_fraction", "complete", "none"],
+                   ["target", "schema / source", "columns", "ok subjects", "present fraction",
+                    "subjects with every column", "subjects with none"], table_id="targets")
+    return ("<h3>Targets present</h3><p>Share of (subject, column) target values present over the ok subjects; "
+            "a value is missing when its input is (a stats file or table row, a tissue mask, a CSV row).</p>"
+            + table)
+
+
 def render_html(report: Report) -> str:
     """The report page as one string (UTF-8 when written)."""
     meta = " · ".join(f"{escape(k)}: {escape(str(v))}" for k, v in report.meta.items())
@@ -204,6 +216,7 @@ def render_html(report: Report) -> str:
 <h3>Per cohort</h3>{cohorts}
 <h3>Failed subjects by reason</h3>{reasons}
 <h3>Failed subjects</h3>{failed}
+{_targets_section(report)}
 {_verify_section(report)}
 <h2>Outliers</h2>
 <p>A subject is flagged when a metric's robust z-score, (value &minus; median) / (MAD &times; 1.4826), exceeds
