@@ -27,7 +27,7 @@ from damt.errors import REASONS
 from damt.labels import load_label_table
 from damt.qc import (STABLE_N, Column, Expected, Report, StrataError, flag_outliers, render_html, stratify,
                      structure_classes, subject_metrics, verify_store, volume_metric)
-from damt.qc.metrics import BRAIN_VOLUME, P_HIGH, P_LOW, SubjectMetrics
+from damt.qc.metrics import BRAIN_VOLUME, P_HIGH, P_LOW, SubjectMetrics, target_presence
 from damt.targets.cachefile import KINDS, TARGETS_JSON, CacheTargets
 from preprocess.manifest import MANIFEST, read_manifest
 from preprocess.qc_figures import montage, plots
@@ -182,6 +182,18 @@ def _gather(cfg: DamtConfig, cache: Path, ok: pd.DataFrame, workers: int):
                 notes.append(f"{ok['subject_id'].iloc[i]}: {k} has {len(v)} values but targets.json names "
                              f"{len(names[k])}; not scored (run damt qc --verify)")
     return metrics, pd.DataFrame(x, columns=cols), cols, names, notes
+
+
+def _target_table(cache: Path, metrics: list[SubjectMetrics], names: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """One row per target kind with columns: its schema (source), and how much of it the ok
+    subjects have (:func:`damt.qc.metrics.target_presence`)."""
+    try:
+        sources = CacheTargets.load(cache).sources
+    except (OSError, ValueError, KeyError):
+        sources = {}
+    return [{"target": k, "source": sources.get(k, ""), "columns": len(names[k]),
+             **target_presence([m.targets.get(k) for m in metrics], len(names[k]))}
+            for k in KINDS if names.get(k)]
 
 
 def _order(structures: list[str]) -> list[str]:
@@ -366,7 +378,8 @@ def run_qc(cfg: DamtConfig, cache: Path, out: Path | None = None, verify: bool =
         outliers=outliers.to_dict("records"), columns=_columns(rows, key_columns), rows=rows,
         plots=plots(rows, outliers, structures, by_key or "cohort", strata.levels if strata else None),
         plots_by=by or "cohort", montage=montage(cfg, cache, rows, flags, workers),
-        verify=None if problems is None else [str(p) for p in problems], verify_checked=checked, warnings=warnings)
+        verify=None if problems is None else [str(p) for p in problems], verify_checked=checked, warnings=warnings,
+        targets=_target_table(cache, metrics, names))
     write_text_atomic(out / REPORT_HTML, render_html(report))
     return QcResult(html=out / REPORT_HTML, subjects_csv=out / SUBJECTS_CSV, outliers_csv=out / OUTLIERS_CSV,
                     n_subjects=len(man), n_ok=len(ok), n_failed=len(failed), flagged=flagged_ids,

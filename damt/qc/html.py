@@ -103,6 +103,8 @@ class Report:
     verify_checked: int = 0
     warnings: list[str] = field(default_factory=list)
     sections: list[Section] = field(default_factory=list)
+    #: one row per target kind: target, source (schema), columns, subjects, present_fraction, complete, none
+    targets: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Link(NamedTuple):
@@ -230,6 +232,16 @@ def _nav(report: Report) -> str:
     return '<nav>' + " · ".join(f'<a href="#{escape(i)}">{escape(t)}</a>' for i, t in links) + "</nav>"
 
 
+def _targets_section(report: Report) -> str:
+    """The present fraction of each target schema over the ok subjects."""
+    table = _table(report.targets, ["target", "source", "columns", "subjects", "present_fraction", "complete", "none"],
+                   ["target", "schema / source", "columns", "ok subjects", "present fraction",
+                    "subjects with every column", "subjects with none"], table_id="targets")
+    return ("<h3>Targets present</h3><p>Share of (subject, column) target values present over the ok subjects; "
+            "a value is missing when its input is (a stats file or table row, a tissue mask, a CSV row).</p>"
+            + table)
+
+
 def render_html(report: Report) -> str:
     """The report page as one string (UTF-8 when written)."""
     meta = " · ".join(f"{escape(k)}: {escape(str(v))}" for k, v in report.meta.items())
@@ -266,6 +278,7 @@ def render_html(report: Report) -> str:
 {groups}
 <h3>Failed subjects by reason</h3>{reasons}
 <h3>Failed subjects</h3>{failed}
+{_targets_section(report)}
 {_verify_section(report)}
 <h2 id="sec-outliers">Outliers</h2>
 <p>A subject is flagged when a metric's robust z-score, (value &minus; median) / (MAD &times; 1.4826), exceeds

@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -180,3 +180,21 @@ def subject_metrics(path: Path, table: LabelTable, structures: Mapping[str, list
     except Exception as err:  # noqa: BLE001 - one unreadable store must not stop the report
         m.error = f"{type(err).__name__}: {err}"
     return m
+
+
+def target_presence(vectors: Sequence[np.ndarray | None], n_columns: int) -> dict[str, Any]:
+    """How much of a target schema the ok subjects have: one row of the report's target table.
+
+    vectors: per ok subject, float [n] with NaN where not present (``SubjectMetrics.targets[kind]``),
+    or None; vectors of another length than ``n_columns`` (a store of another schema) are left out.
+    Returns subjects (counted), present_fraction (present entries / all entries; NaN with no
+    subject), complete (subjects with every column) and none (subjects with no column).
+    """
+    if n_columns < 1:
+        raise ValueError("a target with no columns has no presence to report")
+    counts = np.asarray([np.isfinite(v).sum() for v in vectors if v is not None and len(v) == n_columns],
+                        dtype=np.int64)   # present columns per counted subject
+    if not counts.size:
+        return {"subjects": 0, "present_fraction": float("nan"), "complete": 0, "none": 0}
+    return {"subjects": int(counts.size), "present_fraction": float(counts.sum() / (counts.size * n_columns)),
+            "complete": int((counts == n_columns).sum()), "none": int((counts == 0).sum())}

@@ -261,3 +261,21 @@ def test_html_links_outliers_to_rows_and_montages():
     assert [c["key"] for c in cols if not c["key_column"]] == ["message"]
     assert '<span id="ncols">6 of 7</span> shown' in page
     assert Link("a", "#b").href == "#b"
+
+
+def test_target_presence_counts_present_entries_per_schema():
+    from damt.qc.metrics import target_presence
+
+    nan = np.nan
+    vectors = [np.array([1.0, 2.0, 3.0, 4.0]), np.array([nan, 2.0, nan, nan]), np.full(4, nan), None,
+               np.array([1.0, 2.0])]                     # no store, and a store of another schema
+    got = target_presence(vectors, 4)
+    assert got == {"subjects": 3, "present_fraction": 5 / 12, "complete": 1, "none": 1}
+    assert target_presence([None], 4)["subjects"] == 0 and np.isnan(target_presence([], 4)["present_fraction"])
+    with pytest.raises(ValueError):
+        target_presence(vectors, 0)
+    report = Report(title="QC", meta={}, summary={}, reasons=[], groups=[], failed=[], flagged=[], outliers=[],
+                    columns=[], rows=[], targets=[{"target": "morphometry", "source": "freesurfer:original-dkt",
+                                                   "columns": 4, **got}])
+    table = re.search(r'<table id="targets">.*?</table>', render_html(report), re.S).group(0)
+    assert "<td>freesurfer:original-dkt</td>" in table and '<td class="num">0.4167</td>' in table
