@@ -84,12 +84,14 @@ def cmd_qc(args: argparse.Namespace) -> int:
 
     try:
         result = run_qc(cfg, Path(cfg.data.cache_dir), out=Path(args.out) if args.out else None,
-                        verify=args.verify)
+                        verify=args.verify, table=Path(args.csv) if args.csv else None, by=args.by)
     except FileNotFoundError as err:
         print(f"damt: error: {err}", file=sys.stderr)
         return 2
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{result.n_subjects} subjects: {result.n_ok} ok, {result.n_failed} failed, "
           f"{len(result.flagged)} flagged as outliers\nreport: {result.html}\ntable:  {result.subjects_csv}")
     if result.problems is None:
@@ -219,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="report folder (qc.out_dir; default <cache>/qc)")
     p.add_argument("--verify", action="store_true",
                    help="re-read every ok store and check it against the cache contract; exit 1 on a mismatch")
+    p.add_argument("--csv", metavar="FILE", help="your table of subjects (CSV, or TSV such as participants.tsv): "
+                   "an id column and covariates such as site, scanner, age")
+    p.add_argument("--by", metavar="COLUMN", help="stratify the report by this column of --csv (a numeric "
+                   "column with many values is cut into 5 groups); --set qc.z_scope=by scores within each")
     p.set_defaults(func=cmd_qc)
 
     p = sub.add_parser("demo", help="the pipeline on a small embedded synthetic cohort (CPU, minutes)")
@@ -312,8 +318,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from damt.targets import FsStatsError, SchemaError, TissueTableError  # noqa: PLC0415
     from damt.targets.csv_import import CsvImportError  # noqa: PLC0415
     from damt.errors import CacheBusyError  # noqa: PLC0415
+    from damt.qc.strata import StrataError  # noqa: PLC0415
 
-    return (LabelTableError, SchemaError, TissueTableError, CsvImportError, FsStatsError, CacheBusyError)
+    return (LabelTableError, SchemaError, TissueTableError, CsvImportError, FsStatsError, CacheBusyError, StrataError)
 
 
 def main(argv: list[str] | None = None) -> int:

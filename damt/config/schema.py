@@ -237,11 +237,11 @@ class QcConfig:
                                      "qc_outliers.csv); null = <cache>/qc; --out overrides", unit="path")
     z_threshold: float = setting(3.5, "flag a subject when a metric's robust z (median, MAD x 1.4826) "
                                  "exceeds this in absolute value", lo=0.5)
-    min_subjects: int = setting(8, "fewest ok subjects with a value before a metric is scored "
-                                "(a median and MAD of fewer flag noise)", lo=3)
-    z_scope: Literal["all", "cohort"] = setting(
-        "all", "z-scores over all ok subjects, or within each cohort (cohorts from different "
-               "scanners or age ranges)")
+    min_subjects: int = setting(20, "fewest ok subjects with a value before a metric is scored in a "
+                                "group (a median and MAD of fewer flag noise; the report warns with n)", lo=3)
+    z_scope: Literal["all", "cohort", "by"] = setting(
+        "all", "z-scores over all ok subjects, within each cohort, or within each stratum of "
+               "damt qc --csv FILE --by COLUMN (sites, scanners, age groups)")
     volume_structures: list[str] = setting(
         ["Lateral-Ventricle", "Inf-Lat-Vent", "Hippocampus", "Amygdala", "Thalamus",
          "Cerebral-White-Matter", "Cerebellum-Cortex"],

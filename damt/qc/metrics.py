@@ -24,10 +24,13 @@ MAD_SCALE = 1.4826
 MEANAD_SCALE = 1.2533
 #: relative floor of the scale: float32 round-off between otherwise equal values is not an outlier
 REL_SCALE_FLOOR = 1e-6
+#: fewer subjects than this give unstable medians and MADs: the report warns even when they are scored
+STABLE_N = 20
 #: metrics scored at once by flag_outliers
 COLUMN_BLOCK = 64
 
 BRAIN_VOLUME = "brain_volume_ml"
+VOLUME_PREFIX = "volume_ml."
 P_LOW, P_HIGH = "intensity.p_low", "intensity.p_high"
 
 
@@ -104,9 +107,30 @@ def structure_classes(table: LabelTable, names: Iterable[str]) -> dict[str, list
     return out
 
 
+def metric_structure(metric: str, table: LabelTable) -> tuple[str, list[int]] | None:
+    """(structure name, its classes) that a scored metric measures, or None (a whole-brain or
+    intensity metric, a radiomics column, a global measure).
+
+    ``volume_ml.<name>``: the classes whose name contains it (both sides); a morphometry column
+    ``morphometry.aseg.<Struct>.<col>`` or ``morphometry.<hemi>.aparc.<region>.<col>``: the class
+    named ``<Struct>`` (FreeSurfer 6's trailing '*' ignored) or ``ctx-<hemi>-<region>``.
+    """
+    parts = metric.split(".")
+    if metric.startswith(VOLUME_PREFIX):
+        name = metric[len(VOLUME_PREFIX):]
+        classes = [c for c, cname in enumerate(table.class_names) if c > 0 and name in cname]
+    elif parts[0] == "morphometry" and len(parts) >= 4 and "measure" not in parts[1:4]:
+        name = parts[2] if parts[1] == "aseg" else f"ctx-{parts[1]}-{parts[3]}" if parts[2] == "aparc" else ""
+        classes = [c for c, cname in enumerate(table.class_names) if c > 0 and name and
+                   cname.rstrip("*") == name.rstrip("*")]
+    else:
+        return None
+    return (name, classes) if classes else None
+
+
 def volume_metric(structure: str) -> str:
     """Column name of a key structure's volume."""
-    return f"volume_ml.{structure}"
+    return f"{VOLUME_PREFIX}{structure}"
 
 
 @dataclass
