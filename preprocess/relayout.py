@@ -38,37 +38,39 @@ class RelayoutSummary:
     bytes_before: int = 0
     bytes_after: int = 0
     rewrite_seconds: float = 0.0
+    rewrite_cpu_seconds: float = 0.0
     seconds: float = 0.0
     cache: str = ""
 
     def table(self) -> str:
         """A plain-text summary table for the console."""
         mb = 1e6 * max(self.stores - len(self.failed), 1)
-        per = self.rewrite_seconds / max(self.rewritten, 1)
+        per, cpu = (t / max(self.rewritten, 1) for t in (self.rewrite_seconds, self.rewrite_cpu_seconds))
         lines = [f"{'layout':<28}{self.layout:>12}", f"{'ok stores':<28}{self.stores:>12}",
                  f"{'  rewritten':<28}{self.rewritten:>12}", f"{'  already in layout':<28}{self.current:>12}",
                  f"{'  failed (left as they were)':<28}{len(self.failed):>12}",
                  f"{'MB per store before':<28}{self.bytes_before / mb:>12.2f}",
                  f"{'MB per store after':<28}{self.bytes_after / mb:>12.2f}",
                  f"{'s per rewritten store':<28}{per:>12.3f}",
+                 f"{'  of which CPU':<28}{cpu:>12.3f}",
                  f"{'wall time (s)':<28}{self.seconds:>12.1f}", f"cache: {self.cache}"]
         lines += [f"FAILED {store}: {msg}" for store, msg in self.failed]
         rule = "-" * 40
         return "\n".join([rule, *lines, rule])
 
 
-def relayout_one(cache: Path, store: str, layout: Layout) -> tuple[str, str, int, int, float, str]:
+def relayout_one(cache: Path, store: str, layout: Layout) -> tuple[str, str, int, int, float, float, str]:
     """Relayout one store: (store, status rewritten|current|failed, bytes before, after, seconds,
-    message). Never raises for a store's own problem: a failed store is left as it was."""
+    CPU seconds, message). Never raises for a store's own problem: a failed store is left as it was."""
     path = Path(cache) / store
     before = store_bytes(path)[0]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         changed = relayout_store(Path(cache), path, layout)
     except (StoreLayoutError, ValueError, OSError) as err:
-        return store, "failed", before, before, 0.0, f"{type(err).__name__}: {err}"
-    seconds = time.perf_counter() - t0
-    return store, "rewritten" if changed else "current", before, store_bytes(path)[0], seconds, ""
+        return store, "failed", before, before, 0.0, 0.0, f"{type(err).__name__}: {err}"
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return store, "rewritten" if changed else "current", before, store_bytes(path)[0], seconds, cpu, ""
 
 
 def _results(cache: Path, stores: list[str], layout: Layout, workers: int) -> Iterator[tuple]:
@@ -97,7 +99,7 @@ def run_relayout(cfg: DamtConfig, cache: Path, workers: int = 1, progress: bool 
         stores = [str(s) for s in ok_subjects(cache)["store"]]
         summary.stores = len(stores)
         bar = tqdm(total=len(stores), unit="store", desc="relayout", disable=not progress, file=sys.stderr)
-        for store, status, before, after, seconds, message in _results(cache, stores, layout, workers):
+        for store, status, before, after, seconds, cpu, message in _results(cache, stores, layout, workers):
             if status == "failed":
                 summary.failed.append((store, message))
             else:
@@ -106,6 +108,7 @@ def run_relayout(cfg: DamtConfig, cache: Path, workers: int = 1, progress: bool 
                 summary.bytes_before += before
                 summary.bytes_after += after
                 summary.rewrite_seconds += seconds
+                summary.rewrite_cpu_seconds += cpu
             bar.update(1)
             bar.set_postfix(rewritten=summary.rewritten, failed=len(summary.failed))
         bar.close()

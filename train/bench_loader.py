@@ -8,7 +8,8 @@ line (``targets_table``). The floor is an in-memory
 copy of the same two crops from volumes already in RAM. Time is ``time.process_time`` (all
 threads of this process), with torch, Blosc and tensorstore held to one thread each. The view
 work that runs on the training device (``damt.views.make_views``) is reported separately, timed
-here on the CPU for information.
+here on the CPU for information. Several caches (store layouts of one cohort) are compared in one
+run: their samples are timed interleaved, and each cache's MB per subject is reported.
 """
 
 from __future__ import annotations

@@ -83,13 +83,13 @@ class Layout:
 
 
 def describe(record: Mapping[str, Any] | None) -> str:
-    """A short human name of a layout record, e.g. ``slab16 lz4hc5`` or ``cube64 none``;
+    """A short human name of a layout record, e.g. ``slab16 lz4hc-5`` or ``cube64 none``;
     ``unrecorded`` for a store written before layouts were recorded."""
     if not record:
         return "unrecorded"
     shape = f"slab{record.get('slab_vox')}" if record.get("chunks") == "slab" else f"cube{record.get('chunk_vox')}"
     codec = record.get("codec", "?")
-    return f"{shape} {codec}{record.get('clevel', '') if codec != 'none' else ''}"
+    return f"{shape} {codec}-{record.get('clevel')}" if codec != "none" else f"{shape} none"
 
 
 def store_bytes(path: Path) -> tuple[int, int]:
