@@ -19,7 +19,7 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-from damt.cache import Layout, StoreLayoutError, clean_debris, relayout_store
+from damt.cache import Layout, clean_debris, relayout_store
 from damt.cache.layout import describe, store_bytes
 from damt.config import DamtConfig
 from preprocess.manifest import MANIFEST, ok_subjects
@@ -67,7 +67,7 @@ def relayout_one(cache: Path, store: str, layout: Layout) -> tuple[str, str, int
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         changed = relayout_store(Path(cache), path, layout)
-    except (StoreLayoutError, ValueError, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - e.g. a chunk that no longer decodes: a finding, not a crash
         return store, "failed", before, before, 0.0, 0.0, f"{type(err).__name__}: {err}"
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     return store, "rewritten" if changed else "current", before, store_bytes(path)[0], seconds, cpu, ""
