@@ -111,7 +111,8 @@ def relayout_store(cache: Path, store: Path, layout: Layout) -> bool:
     written, so a damaged store is never re-blessed with fresh hashes; the new store is read back
     in staging and must give the same hashes again before it replaces the old one. All attributes
     but the writer's own (hashes, format, layout, status) are carried over unchanged. Raises
-    StoreLayoutError (the store is left as it was). Call it only under the cache lock.
+    StoreLayoutError (a store that cannot be re-laid out as it is), ValueError (the read-back
+    differs) or OSError; in every case the store is left as it was. Call it only under the cache lock.
     """
     import zarr  # noqa: PLC0415
 
