@@ -103,6 +103,20 @@ def cmd_qc(args: argparse.Namespace) -> int:
     return 1 if result.problems else 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    extra = [f"data.cache_dir={json.dumps(args.cache)}"] if args.cache else []
+    cfg = _load(args, extra)
+    from preprocess.relayout import run_relayout  # noqa: PLC0415
+
+    try:
+        summary = run_relayout(cfg, Path(cfg.data.cache_dir), workers=args.workers, progress=not args.quiet)
+    except FileNotFoundError as err:
+        print(f"damt: error: {err}", file=sys.stderr)
+        return 2
+    print(summary.table())
+    return 1 if summary.failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from preprocess.demo import run_demo  # noqa: PLC0415
     from train import TINY_CONFIG  # noqa: PLC0415
@@ -226,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", metavar="COLUMN", help="stratify the report by this column of --csv (a numeric "
                    "column with many values is cut into 5 groups); --set qc.z_scope=by scores within each")
     p.set_defaults(func=cmd_qc)
+
+    p = sub.add_parser("cache", help="cache maintenance: `relayout` rewrites every store into the configured "
+                                     "layout (preprocess.chunk_vox/slab_vox/codec/clevel) from its own arrays")
+    p.add_argument("action", choices=["relayout"], help="what to do")
+    _config_args(p)
+    p.add_argument("--cache", metavar="DIR", help="cache folder (data.cache_dir)")
+    p.add_argument("--workers", type=int, default=1, help="processes rewriting stores (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("demo", help="the pipeline on a small embedded synthetic cohort (CPU, minutes)")
     _config_args(p)

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from tqdm import tqdm
 
-from damt.cache import STORE_FORMAT, clean_debris
+from damt.cache import LAYOUT_KEYS, STORE_FORMAT, Layout, clean_debris, read_store_attrs
 from damt.config import DamtConfig, config_hash, dump_config, to_dict
 from damt.errors import CacheBusyError, SubjectError
 from damt.labels import LabelTable, load_label_table
@@ -61,10 +61,13 @@ class RunSummary:
 
 
 def preprocess_hash(cfg: DamtConfig, table: LabelTable, plan: TargetPlan) -> str:
-    """Hash of everything that changes a subject store: the preprocess section, the label table's
-    bytes, the target plan (schema, tissues, pyradiomics settings) and the store format. Training
-    settings and target normalisation are left out, so changing them rebuilds no store."""
-    return config_hash({"preprocess": to_dict(cfg.preprocess), "label_table_sha256": table.sha256,
+    """Hash of everything that changes a subject store's contents: the preprocess section, the
+    label table's bytes, the target plan (schema, tissues, pyradiomics settings) and the store
+    format. Training settings, target normalisation and the store layout (``LAYOUT_KEYS``: chunks
+    and codec change bytes on disk, never array values) are left out, so changing them rebuilds no
+    store; ``damt cache relayout`` applies a layout change."""
+    section = {k: v for k, v in to_dict(cfg.preprocess).items() if k not in LAYOUT_KEYS}
+    return config_hash({"preprocess": section, "label_table_sha256": table.sha256,
                         "targets": plan.digest(), "store_format": STORE_FORMAT})
 
 
@@ -220,5 +223,17 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
         if r["status"] != "ok":
             summary.failed += 1
             summary.by_reason[r["reason"]] += 1
+    other = other_layout(cache, [rows[k] for k in seen], Layout.from_config(cfg.preprocess))
+    if other:
+        summary.notes.append(f"{other} ok store(s) are in another layout than preprocess.chunk_vox/slab_vox/codec/"
+                             f"clevel; they stay valid (a layout is not in the preprocess hash), and "
+                             f"`damt cache relayout --cache {cache}` rewrites them from their own arrays")
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def other_layout(cache: Path, rows: list[dict[str, Any]], layout: Layout) -> int:
+    """How many ok rows' stores do not record ``layout`` (one zarr.json read each)."""
+    want = layout.record()
+    return sum(1 for r in rows if r.get("status") == "ok" and r.get("store")
+               and (read_store_attrs(cache / r["store"]) or {}).get("layout") != want)

@@ -216,7 +216,7 @@ def process_subject(inp: SubjectInput, cfg: DamtConfig, table: LabelTable, plan:
             "software_version": damt.__version__}
         p = cfg.preprocess
         path = write_subject_store(cache, inp.subject_id, {"image": out.image, "atlas": out.atlas, **targets}, attrs,
-                                   p.chunk_vox, p.codec, p.clevel)
+                                   p.chunk_vox, p.codec, p.clevel, slab_vox=p.slab_vox)
         row |= {"status": "ok", "shape": "x".join(map(str, out.image.shape)),
                 "unknown_label_voxels": int(sum(out.info["unknown_label_voxels"].values())),
                 "store": str(path.relative_to(cache))}

@@ -54,10 +54,16 @@ class PreprocessConfig:
                                          "data.fallback_image_name masked by it; otherwise fail")
     grid_atol_mm: float = setting(0.001, "tolerance when checking that image and parcellation "
                                   "share one grid", unit="mm", lo=0.0)
-    chunk_vox: int = setting(64, "zarr chunk edge for image and atlas", unit="voxels", lo=8, hi=512)
-    codec: Literal["lz4", "zstd", "none"] = setting(
-        "none", "Blosc codec of the stores (none = raw: a training sample costs ~1.7x less CPU "
-                "than with lz4, for ~3x the disk; see docs/data-loading.md)")
+    # Store layout (damt.cache.layout): not in the preprocess hash; `damt cache relayout` applies a
+    # change to an existing cache from its own stores.
+    chunk_vox: Optional[int] = setting(
+        None, "cube edge of the image/atlas chunks; null = slabs across the longest axis (slab_vox)",
+        unit="voxels", lo=8, hi=512)
+    slab_vox: int = setting(16, "slab thickness along the volume's longest axis (chunk_vox: null)",
+                            unit="voxels", lo=1, hi=512)
+    codec: Literal["lz4hc", "lz4", "zstd", "none"] = setting(
+        "lz4hc", "Blosc codec of image and atlas, byte shuffle (none = raw chunks, ~6x the disk; "
+                 "see docs/data-loading.md)")
     clevel: int = setting(5, "Blosc compression level", lo=0, hi=9)
 
     def _check(self, path: str) -> None:
