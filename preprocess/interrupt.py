@@ -80,8 +80,8 @@ def children_ignore_sigint() -> Iterator[None]:
 
 
 def _not_a_cancelled_task(record: logging.LogRecord) -> bool:
-    """False for the warning a worker logs when it is closed while a task runs (the only way an
-    interrupted run ends); every other record passes."""
+    """False for the warning a worker logs when it is closed while a task runs (in a DAMT run
+    only the teardown of an interrupted run cancels a task); every other record passes."""
     return "ended with CancelledError" not in record.getMessage()
 
 
@@ -96,7 +96,7 @@ def dask_setup(worker: object) -> None:
 
 
 def quiet_dask_logs() -> None:
-    """Silence distributed's loggers in this process: once the run is interrupted, the warnings
-    of the teardown (cancelled tasks, closed comms) are noise, not news."""
+    """Silence distributed's loggers for the rest of this process: once the run is interrupted
+    (and about to exit), the warnings of the teardown (cancelled tasks, closed comms) are noise."""
     for name in ("distributed", "tornado", "asyncio"):
         logging.getLogger(name).setLevel(logging.CRITICAL)

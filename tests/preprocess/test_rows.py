@@ -22,7 +22,8 @@ def _run(cache, *inputs):
 
 def _rows(cache):
     man = read_manifest(cache)
-    return {(c, s): (st, r) for c, s, st, r in man[["cohort", "subject_id", "status", "reason"]].itertuples(index=False)}
+    cols = man[["cohort", "subject_id", "status", "reason"]]
+    return {(c, s): (st, r) for c, s, st, r in cols.itertuples(index=False)}
 
 
 def _two_cohorts_sharing_x(tmp_path):
