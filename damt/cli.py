@@ -49,10 +49,15 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     cfg = _load(args, extra)
     if not cfg.data.inputs:
         raise ConfigError("data.inputs", "no cohort root given: pass --input DIR or set data.inputs")
+    from preprocess.interrupt import PreprocessInterrupted  # noqa: PLC0415
     from preprocess.run import run_preprocess  # noqa: PLC0415
 
-    summary = run_preprocess(cfg, Path(cfg.data.cache_dir), workers=args.workers, scheduler=args.scheduler,
-                             progress=not args.quiet)
+    try:
+        summary = run_preprocess(cfg, Path(cfg.data.cache_dir), workers=args.workers, scheduler=args.scheduler,
+                                 progress=not args.quiet)
+    except PreprocessInterrupted as err:  # one line: what was kept and how to go on
+        print(f"damt preprocess: {err}", file=sys.stderr)
+        return err.exit_code
     print(summary.table())
     return 0
 
@@ -62,6 +67,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:
         extra.append(f"train.out_dir={json.dumps(args.out)}")
     cfg = _load(args, extra)
+    from train.data import NoOkSubjectsError  # noqa: PLC0415
     from train.loop import TooManySkips, train  # noqa: PLC0415
 
     try:
@@ -70,8 +76,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TooManySkips as err:
         print(f"damt train: stopped: {err}", file=sys.stderr)
         return 3
+    except NoOkSubjectsError as err:
+        print(f"damt train: error: {err}", file=sys.stderr)
+        return 2
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary (rank 0's) is enough
-        print(f"damt train: {result.stopped_by} at step {result.step} (epoch {result.epoch}), "
+        print(f"damt train: {result.stopped_by} at step {result.step} (epoch {result.epoch} of {result.epochs}), "
               f"{result.skipped_steps} skipped steps; checkpoint {result.checkpoint}")
     # 128 + signal number, the shell's convention, so a scheduler sees a preempted run as such
     return {"SIGTERM": 143, "SIGINT": 130}.get(result.stopped_by, 0)

@@ -21,7 +21,10 @@ from damt.cache import LAYOUT_KEYS, STORE_FORMAT, Layout, clean_debris, read_sto
 from damt.config import DamtConfig, config_hash, dump_config, to_dict
 from damt.errors import CacheBusyError, SubjectError
 from damt.labels import LabelTable, load_label_table
-from preprocess.discover import SubjectInput, discover, parse_cohorts
+from preprocess.discover import SubjectInput, discover, parse_cohorts, require_subjects
+from preprocess.adopt import store_owners, store_row
+from preprocess.interrupt import (PreprocessInterrupted, children_ignore_sigint, quiet_dask_logs,
+                                  sigterm_as_interrupt, signal_name)
 from preprocess.manifest import read_manifest, rows_by_key, to_frame, write_manifest
 from damt.targets.cachefile import TARGETS_JSON
 from preprocess.subject import failed_row, is_unchanged, process_subject, stat_fingerprint
@@ -47,17 +50,36 @@ class RunSummary:
     targets_written: bool = False
     notes: list = field(default_factory=list)
     cache: str = ""
+    #: (cohort, subject_id, reason, message) of this run's failed subjects, in manifest order
+    failures: list = field(default_factory=list)
+    #: (cohort, subject_id) of manifest rows dropped: their folders are gone from their cohort root
+    dropped: list = field(default_factory=list)
+    #: rows of the whole manifest (every cohort, also those not given this run): total, ok
+    manifest_rows: tuple = (0, 0)
 
-    def table(self) -> str:
-        """A plain-text summary table for the console."""
+    def table(self, max_failures: int = 10) -> str:
+        """A plain-text summary for the console: counts, the first ``max_failures`` failed
+        subjects with their reason and message (which says what to do), and where the rest is."""
         lines = [f"{'subjects found':<28}{self.found:>8}", f"{'  ok':<28}{self.ok:>8}",
                  f"{'  failed':<28}{self.failed:>8}"]
         lines += [f"{'    ' + reason:<28}{n:>8}" for reason, n in sorted(self.by_reason.items())]
         lines += [f"{'processed this run':<28}{self.processed:>8}",
                   f"{'skipped (unchanged)':<28}{self.skipped:>8}",
                   f"{'wall time (s)':<28}{self.seconds:>8.1f}", f"cache: {self.cache}", *self.notes]
+        total, ok = self.manifest_rows
+        if total != self.found:  # other cohorts' rows: say so, so that damt qc's counts add up
+            lines.append(f"manifest: {total} rows of all cohorts ({ok} ok, {total - ok} failed)")
         rule = "-" * 36
-        return "\n".join([rule, *lines, rule])
+        out = [rule, *lines, rule]
+        if self.failures:
+            shown = self.failures[:max_failures]
+            more = f" (the first {len(shown)} of {len(self.failures)})" if len(self.failures) > len(shown) else ""
+            out.append(f"failed subjects{more}:")
+            out += [f"  {coh}/{sid}  {reason}: {message}" for coh, sid, reason, message in shown]
+        cache = Path(self.cache)
+        out.append(f"all rows: {cache / 'manifest.parquet'}; report: damt qc --cache {cache}"
+                   + ("; reasons and fixes: docs/preprocessing.md" if self.failures else ""))
+        return "\n".join(out)
 
 
 def preprocess_hash(cfg: DamtConfig, table: LabelTable, plan: TargetPlan) -> str:
@@ -106,13 +128,28 @@ def plan(subjects: list[SubjectInput], previous: dict, chash: str, cache: Path, 
     for s in subjects:
         prev = previous.get((s.cohort, s.subject_id))
         if s.error is not None:
-            kept.append(failed_row(s, chash, s.error))
+            kept.append(_same_failure(prev, failed_row(s, chash, s.error)))
         elif prev is not None and prev.get("input_stat") == stat_fingerprint(s, targets.subject_digest(s.subject_id)) \
                 and is_unchanged(prev, prev.get("input_hash"), chash, cache):
             kept.append(prev)
         else:
-            tasks.append((s, prev))
+            tasks.append((s, _compare_with(prev, s, chash, cache)))
     return tasks, kept
+
+
+def _same_failure(prev: dict | None, row: dict) -> dict:
+    """``prev`` if it already records this failure (nothing to rewrite), else ``row``."""
+    same = prev is not None and all(prev.get(k) == row[k] for k in ("status", "reason", "message", "config_hash"))
+    return prev if same else row
+
+
+def _compare_with(prev: dict | None, s: SubjectInput, chash: str, cache: Path) -> dict | None:
+    """The row a task checks the subject's inputs against: the manifest's current ok row, or else
+    the subject's complete store (preprocess/adopt.py), which then is kept if its inputs still hash
+    to it; else the manifest's row, if any."""
+    if prev is not None and prev.get("status") == "ok" and prev.get("config_hash") == chash:
+        return prev
+    return store_row(cache, s.subject_id, s.cohort) or prev
 
 
 def _client(cfg: DamtConfig, workers: int, scheduler: str | None):
@@ -120,15 +157,21 @@ def _client(cfg: DamtConfig, workers: int, scheduler: str | None):
 
     if scheduler:
         return Client(scheduler), None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=cfg.dask.threads_per_worker,
-                           processes=True, memory_limit=f"{cfg.dask.memory_limit_gb}GiB",
-                           dashboard_address=None)
+    with children_ignore_sigint():  # Ctrl-C is the driver's to handle (preprocess/interrupt.py)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=cfg.dask.threads_per_worker,
+                               processes=True, memory_limit=f"{cfg.dask.memory_limit_gb}GiB",
+                               dashboard_address=None, preload=["preprocess.interrupt"],
+                               # the scheduler's HTTP server on any free port: no warning when
+                               # 8787 is taken (another dask, a notebook's dashboard)
+                               scheduler_kwargs={"dashboard_address": ":0"})
     return Client(cluster), cluster
 
 
 def _results(tasks: list, cfg: DamtConfig, table: LabelTable, targets: TargetPlan, cache: Path, chash: str,
              workers: int, scheduler: str | None) -> Iterator[dict[str, Any]]:
     """Yield one manifest row per task as it finishes. ``workers == 0`` runs in this process."""
+    if not tasks:  # nothing to run: start no cluster
+        return
     if workers == 0 and not scheduler:
         for s, prev in tasks:
             yield _guard(s, chash, lambda s=s, prev=prev: process_subject(s, cfg, table, targets, cache, chash, prev))
@@ -147,6 +190,9 @@ def _results(tasks: list, cfg: DamtConfig, table: LabelTable, targets: TargetPla
             s = futures[fut]
             yield _guard(s, chash, fut.result)
             fut.release()
+    except KeyboardInterrupt:
+        quiet_dask_logs()  # the teardown's warnings about cancelled tasks are expected now
+        raise
     finally:
         client.close()
         if cluster is not None:
@@ -176,6 +222,8 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
     """
     t0 = time.perf_counter()
     cache = Path(cache)
+    cohorts = parse_cohorts(cfg.data.inputs)
+    require_subjects(cohorts, cfg.data)  # a wrong --input stops here, before the cache folder exists
     cache.mkdir(parents=True, exist_ok=True)
     workers = cfg.dask.workers if workers is None else workers
     scheduler = scheduler or cfg.dask.scheduler
@@ -183,27 +231,44 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
         clean_debris(cache)
         table = load_label_table(cfg.labels.table)
         previous = rows_by_key(read_manifest(cache))
-        taken = {sid: coh for (coh, sid), r in previous.items() if r.get("reason") not in _ID_REASONS}
-        subjects = discover(parse_cohorts(cfg.data.inputs), cfg.data, taken)
+        subjects, gone = _discover(cohorts, cfg, previous, cache)
         all_ids = sorted({sid for _, sid in previous} | {s.subject_id for s in subjects if s.error is None})
         targets = build_plan(cfg, table, all_ids)
         chash = preprocess_hash(cfg, table, targets)
         tasks, kept = plan(subjects, previous, chash, cache, targets)
-        rows = dict(previous) | {(r["cohort"], r["subject_id"]): r for r in kept}
-        summary = RunSummary(found=len(subjects), skipped=len(subjects) - len(tasks), processed=len(tasks),
-                             cache=str(cache))
+        rows = {k: r for k, r in previous.items() if k not in gone} | {(r["cohort"], r["subject_id"]): r for r in kept}
+        skipped = sum(r is previous.get((r["cohort"], r["subject_id"])) for r in kept)
+        summary = RunSummary(found=len(subjects), skipped=skipped, processed=len(subjects) - skipped,
+                             cache=str(cache), dropped=gone)
+        if gone:
+            listed = ", ".join(f"{c}/{sid}" for c, sid in gone[:5]) + (", ..." if len(gone) > 5 else "")
+            summary.notes.append(f"dropped {len(gone)} manifest row(s) of subjects no longer in their cohort "
+                                 f"root ({listed}); stores are never deleted")
         bar = tqdm(total=len(tasks), unit="subj", desc="preprocess", disable=not progress, file=sys.stderr)
         last_write = time.monotonic()
-        n_fail = 0
-        for row in _results(tasks, cfg, table, targets, cache, chash, workers, scheduler):
-            rows[(row["cohort"], row["subject_id"])] = row
-            n_fail += row["status"] != "ok"
-            bar.update(1)
-            bar.set_postfix(ok=bar.n - n_fail, failed=n_fail)
-            if time.monotonic() - last_write > cfg.dask.manifest_every_s:
-                write_manifest(cache, to_frame(rows.values()))  # a crash loses at most this interval
-                last_write = time.monotonic()
+        n_done = n_fail = 0
+        try:
+            with sigterm_as_interrupt():
+                for row in _results(tasks, cfg, table, targets, cache, chash, workers, scheduler):
+                    rows[(row["cohort"], row["subject_id"])] = row
+                    n_done, n_fail = n_done + 1, n_fail + (row["status"] != "ok")
+                    bar.update(1)
+                    bar.set_postfix(ok=n_done - n_fail, failed=n_fail)
+                    if time.monotonic() - last_write > cfg.dask.manifest_every_s:
+                        write_manifest(cache, to_frame(rows.values()))  # a crash loses at most this interval
+                        last_write = time.monotonic()
+        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: keep every finished row, then stop
+            bar.close()
+            saved = rows != previous
+            if saved:
+                write_manifest(cache, to_frame(rows.values()))
+                write_text_atomic(cache / "preprocess_config.yaml", dump_config(cfg) + f"# preprocess hash {chash}\n")
+            raise PreprocessInterrupted(signal_name(err), n_done, cache, saved) from None
         bar.close()
+        adopted = _adopted(tasks, previous, rows)
+        if adopted:
+            summary.notes.append(f"{adopted} store(s) the manifest lacked were kept: their inputs still hash "
+                                 f"to them (nothing rebuilt)")
         for kind, report in targets.csv_report.items():
             summary.notes.append(f"csv import ({kind}): {report['summary']}")
         changed = rows != previous or not (cache / "manifest.parquet").exists()
@@ -217,12 +282,14 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
             ok = frame[(frame["status"] == "ok") & (frame["config_hash"] == chash)]
             summary.targets_written = refit_targets_json(cache, ok, targets, cfg, chash)
     seen = {(s.cohort, s.subject_id) for s in subjects}
-    for key in seen:
+    for key in sorted(seen):
         r = rows[key]
         summary.ok += r["status"] == "ok"
         if r["status"] != "ok":
             summary.failed += 1
             summary.by_reason[r["reason"]] += 1
+            summary.failures.append((key[0], key[1], r["reason"], r["message"]))
+    summary.manifest_rows = (len(rows), sum(r["status"] == "ok" for r in rows.values()))
     other = other_layout(cache, [rows[k] for k in seen], Layout.from_config(cfg.preprocess))
     if other:
         summary.notes.append(f"{other} ok store(s) are in another layout than preprocess.chunk_vox/slab_vox/codec/"
@@ -237,3 +304,35 @@ def other_layout(cache: Path, rows: list[dict[str, Any]], layout: Layout) -> int
     want = layout.record()
     return sum(1 for r in rows if r.get("status") == "ok" and r.get("store")
                and (read_store_attrs(cache / r["store"]) or {}).get("layout") != want)
+
+
+def _adopted(tasks: list, previous: dict, rows: dict) -> int:
+    """How many tasks kept a store the manifest lacked (their row is the store's, unchanged)."""
+    n = 0
+    for s, cand in tasks:
+        key = (s.cohort, s.subject_id)
+        if cand is not None and cand is not previous.get(key) and key in rows:
+            r = rows[key]
+            n += r["status"] == "ok" and all(r[k] == cand[k] for k in ("input_hash", "finished_at", "store"))
+    return n
+
+
+def _discover(cohorts: list, cfg: DamtConfig, previous: dict, cache: Path
+              ) -> tuple[list[SubjectInput], list[tuple[str, str]]]:
+    """Discovery with the cache's owners of ids; also the keys of the manifest rows to drop.
+
+    An id is owned by its manifest row or, for an id the manifest lacks, by the cohort its
+    complete store names: a lost or stale manifest never lets another cohort's subject overwrite
+    a store. An owner of a cohort given this run whose subject folder is gone (renamed or removed)
+    owns nothing; its row is dropped (rows of cohorts not given are never dropped).
+    """
+    taken = {sid: coh for (coh, sid), r in previous.items() if r.get("reason") not in _ID_REASONS}
+    taken = store_owners(cache, set(taken)) | taken
+    subjects = discover(cohorts, cfg.data, taken)
+    given = {c.name for c in cohorts}
+    seen = {(s.cohort, s.subject_id) for s in subjects}
+    gone = sorted(k for k in previous if k[0] in given and k not in seen)
+    stale = {sid for sid, coh in taken.items() if coh in given and (coh, sid) not in seen}
+    if stale & {sid for _, sid in seen}:  # a gone owner held an id found now: discover without it
+        subjects = discover(cohorts, cfg.data, {sid: coh for sid, coh in taken.items() if sid not in stale})
+    return subjects, gone
