@@ -67,10 +67,15 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     cfg = _load(args, extra)
     if not cfg.data.inputs:
         raise ConfigError("data.inputs", "no cohort root given: pass --input DIR or set data.inputs")
+    from preprocess.interrupt import PreprocessInterrupted  # noqa: PLC0415
     from preprocess.run import run_preprocess  # noqa: PLC0415
 
-    summary = run_preprocess(cfg, Path(cfg.data.cache_dir), workers=args.workers, scheduler=args.scheduler,
-                             progress=not args.quiet)
+    try:
+        summary = run_preprocess(cfg, Path(cfg.data.cache_dir), workers=args.workers, scheduler=args.scheduler,
+                                 progress=not args.quiet)
+    except PreprocessInterrupted as err:  # one line: what was kept and how to go on
+        print(f"damt preprocess: {err}", file=sys.stderr)
+        return err.exit_code
     print(summary.table())
     if summary.unwritten:  # the cache's disk, not the inputs: the run did not finish its job
         print(f"damt preprocess: error: {summary.unwritten} subject(s) could not be written to the cache "
@@ -85,6 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra.append(f"train.out_dir={json.dumps(args.out)}")
     cfg = _load(args, extra)
     from damt.errors import NonFiniteStateError  # noqa: PLC0415
+    from train.data import NoOkSubjectsError  # noqa: PLC0415
     from train.loop import TooManySkips, train  # noqa: PLC0415
 
     try:
@@ -93,8 +99,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (TooManySkips, NonFiniteStateError) as err:
         print(f"damt train: stopped: {err}", file=sys.stderr)
         return 3
+    except NoOkSubjectsError as err:
+        print(f"damt train: error: {err}", file=sys.stderr)
+        return 2
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary (rank 0's) is enough
-        print(f"damt train: {result.stopped_by} at step {result.step} (epoch {result.epoch}), "
+        print(f"damt train: {result.stopped_by} at step {result.step} (epoch {result.epoch} of {result.epochs}), "
               f"{result.skipped_steps} skipped steps; checkpoint {result.checkpoint}")
     # 128 + signal number, the shell's convention, so a scheduler sees a preempted run as such
     return {"SIGTERM": 143, "SIGINT": 130}.get(result.stopped_by, 0)
@@ -107,12 +116,14 @@ def cmd_qc(args: argparse.Namespace) -> int:
 
     try:
         result = run_qc(cfg, Path(cfg.data.cache_dir), out=Path(args.out) if args.out else None,
-                        verify=args.verify)
+                        verify=args.verify, table=Path(args.csv) if args.csv else None, by=args.by)
     except FileNotFoundError as err:
         print(f"damt: error: {err}", file=sys.stderr)
         return 2
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{result.n_subjects} subjects: {result.n_ok} ok, {result.n_failed} failed, "
           f"{len(result.flagged)} flagged as outliers\nreport: {result.html}\ntable:  {result.subjects_csv}")
     if result.problems is None:
@@ -122,6 +133,20 @@ def cmd_qc(args: argparse.Namespace) -> int:
     print(f"verify: {len(result.problems)} problem(s)" if result.problems else "verify: every ok store matches "
           "the cache contract")
     return 1 if result.problems else 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    extra = [f"data.cache_dir={json.dumps(args.cache)}"] if args.cache else []
+    cfg = _load(args, extra)
+    from preprocess.relayout import run_relayout  # noqa: PLC0415
+
+    try:
+        summary = run_relayout(cfg, Path(cfg.data.cache_dir), workers=args.workers, progress=not args.quiet)
+    except FileNotFoundError as err:
+        print(f"damt: error: {err}", file=sys.stderr)
+        return 2
+    print(summary.table())
+    return 1 if summary.failed else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -249,7 +274,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", type=_path, help="report folder (qc.out_dir; default <cache>/qc)")
     p.add_argument("--verify", action="store_true",
                    help="re-read every ok store and check it against the cache contract; exit 1 on a mismatch")
+    p.add_argument("--csv", metavar="FILE", help="your table of subjects (CSV, or TSV such as participants.tsv): "
+                   "an id column and covariates such as site, scanner, age")
+    p.add_argument("--by", metavar="COLUMN", help="stratify the report by this column of --csv (a numeric "
+                   "column with many values is cut into 5 groups); --set qc.z_scope=by scores within each")
     p.set_defaults(func=cmd_qc)
+
+    p = sub.add_parser("cache", help="cache maintenance: `relayout` rewrites every store into the configured "
+                                     "layout (preprocess.chunk_vox/slab_vox/codec/clevel) from its own arrays")
+    p.add_argument("action", choices=["relayout"], help="what to do")
+    _config_args(p)
+    p.add_argument("--cache", metavar="DIR", type=_path, help="cache folder (data.cache_dir)")
+    p.add_argument("--workers", type=int, default=1, help="processes rewriting stores (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("demo", help="the pipeline on a small embedded synthetic cohort (CPU, minutes)")
     _config_args(p)
@@ -343,9 +381,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from damt.targets.csv_import import CsvImportError  # noqa: PLC0415
     from damt.errors import (CacheBusyError, CacheWriteError, CheckpointWriteError,  # noqa: PLC0415
                              CorruptCheckpointError, ManifestError, TargetsFileError)
+    from damt.qc.strata import StrataError  # noqa: PLC0415
 
     return (LabelTableError, SchemaError, TissueTableError, CsvImportError, FsStatsError, CacheBusyError,
-            CacheWriteError, ManifestError, CheckpointWriteError, CorruptCheckpointError, TargetsFileError)
+            StrataError, CacheWriteError, ManifestError, CheckpointWriteError, CorruptCheckpointError,
+            TargetsFileError)
 
 
 def main(argv: list[str] | None = None) -> int:

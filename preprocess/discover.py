@@ -129,3 +129,48 @@ def discover(cohorts: list[Cohort], cfg: DataConfig, taken: dict[str, str] | Non
                 continue
             found.append(_subject(cohort, name, cfg))
     return found
+
+
+def _looks_like_subject(folder: Path) -> bool:
+    return (folder / "mri").is_dir()
+
+
+def require_subjects(cohorts: list[Cohort], cfg: DataConfig) -> None:
+    """ConfigError for a cohort root holding no subject folder (``<root>/<id>/mri/``), naming the
+    expected layout and what the root holds instead: one subject's own folder, a folder of cohort
+    roots, or something else. Reads folder listings only; call it before anything is written."""
+    for cohort in cohorts:
+        root = cohort.root
+        try:
+            entries = sorted(os.scandir(root), key=lambda e: e.name)
+        except OSError as err:
+            raise ConfigError("data.inputs", f"cohort root {root} cannot be listed: {err.strerror}") from None
+        dirs = [e for e in entries if _is_dir(e) and not e.name.startswith(".")]
+        excluded = [e.name for e in dirs if any(fnmatch.fnmatch(e.name, pat) for pat in cfg.exclude)]
+        if any(_looks_like_subject(Path(e.path)) for e in dirs if e.name not in excluded):
+            continue
+        expected = (f"expected {root}/<subject>/mri/{cfg.image_names[0]}{cfg.extensions[0]} and "
+                    f"<subject>/mri/{cfg.parcellation_name}{cfg.extensions[0]} (a FreeSurfer SUBJECTS_DIR)")
+        nested = [Path(e.path) for e in dirs
+                  if any(_looks_like_subject(Path(c.path)) for c in _subdirs(Path(e.path)))]
+        if _looks_like_subject(root):
+            found = f"{root} is one subject's folder (it has mri/): pass its parent, --input {root.parent}"
+        elif nested:
+            hint = " ".join(f"--input {p}" for p in nested[:3]) + (" ..." if len(nested) > 3 else "")
+            found = f"{root} holds cohort roots, not subjects: pass each one, e.g. {hint}"
+        elif not entries:
+            found = f"{root} is empty"
+        else:
+            names = [e.name + ("/" if _is_dir(e) else "") for e in entries[:8]]
+            found = (f"{root} holds {', '.join(names)}{', ...' if len(entries) > 8 else ''}, "
+                     f"and no <subject>/mri/ folder")
+            if excluded:
+                found += f" ({', '.join(excluded[:3])} skipped by data.exclude)"
+        raise ConfigError("data.inputs", f"cohort {cohort.name!r} has no subjects: {expected}; but {found}")
+
+
+def _subdirs(folder: Path) -> list[os.DirEntry]:
+    try:
+        return [e for e in os.scandir(folder) if _is_dir(e) and not e.name.startswith(".")]
+    except OSError:
+        return []

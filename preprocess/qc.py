@@ -2,7 +2,7 @@
 
 The driver reads the manifest, gathers per-subject metrics from each ok store's attributes, atlas
 and target vectors (threads; one subject's arrays at a time, never the cohort's images), scores
-outliers, renders the montage from mid-slices only, and writes ``qc_report.html``,
+outliers, renders the montage from three planes per subject (preprocess/qc_figures.py), and writes ``qc_report.html``,
 ``qc_subjects.csv`` and ``qc_outliers.csv`` under the output folder.
 """
 
@@ -18,17 +18,18 @@ import numpy as np
 import pandas as pd
 
 import damt
-from damt.cache import is_valid_id, open_subject, store_path
+from damt.cache import is_valid_id, store_path
 from damt.cache.lock import preprocess_running
 from damt.cache.store import SUBJECTS_DIR
 from damt.config import ConfigError, DamtConfig
 from damt.errors import REASONS
 from damt.labels import load_label_table
-from damt.qc import (Column, Expected, MontageItem, Report, flag_outliers, mid_slices, montage_png, palette,
-                     render_html, strip_plot_svg, structure_classes, subject_metrics, verify_store, volume_metric)
-from damt.qc.metrics import BRAIN_VOLUME, P_HIGH, P_LOW, SubjectMetrics
+from damt.qc import (STABLE_N, Column, Expected, Report, StrataError, flag_outliers, render_html, stratify,
+                     structure_classes, subject_metrics, verify_store, volume_metric)
+from damt.qc.metrics import BRAIN_VOLUME, P_HIGH, P_LOW, SubjectMetrics, target_presence
 from damt.targets.cachefile import KINDS, TARGETS_JSON, CacheTargets
 from preprocess.manifest import MANIFEST, read_manifest
+from preprocess.qc_figures import montage, plots
 from damt.atomic import write_text_atomic
 from damt.csvsafe import safe_csv_frame
 
@@ -63,6 +64,7 @@ class QcResult:
     flagged: list[str]
     problems: list[Problem] | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _manifest(cache: Path) -> pd.DataFrame:
@@ -166,6 +168,18 @@ def _gather(cfg: DamtConfig, cache: Path, ok: pd.DataFrame, workers: int):
     return metrics, pd.DataFrame(x, columns=cols), cols, names, notes
 
 
+def _target_table(cache: Path, metrics: list[SubjectMetrics], names: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """One row per target kind with columns: its schema (source), and how much of it the ok
+    subjects have (:func:`damt.qc.metrics.target_presence`)."""
+    try:
+        sources = CacheTargets.load(cache).sources
+    except (OSError, ValueError, KeyError):
+        sources = {}
+    return [{"target": k, "source": sources.get(k, ""), "columns": len(names[k]),
+             **target_presence([m.targets.get(k) for m in metrics], len(names[k]))}
+            for k in KINDS if names.get(k)]
+
+
 def _order(structures: list[str]) -> list[str]:
     """Column order of the subject table and CSV: who, outcome, outlier flags, then the metrics."""
     return ["cohort", "subject_id", "status", "reason", "message", "flagged", "max_abs_z", "flags", "shape",
@@ -232,115 +246,127 @@ def _csv_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(cols, columns=keys)
 
 
-def _columns(rows: list[dict[str, Any]]) -> list[Column]:
+def _warnings(cfg: DamtConfig, frame: pd.DataFrame, scored: list[str], groups: pd.Series | None,
+              scope: str) -> list[str]:
+    """Warnings with n for scoring groups too small for a stable median and MAD (docs/qc.md)."""
+    out = []
+    labels = groups if groups is not None else pd.Series("", index=frame.index)
+    m = cfg.qc.min_subjects
+    for name, idx in labels.groupby(labels, sort=True).groups.items():
+        where = f"{scope} {name!r}" if groups is not None else "all ok subjects"
+        n = len(idx)
+        if n < m:
+            out.append(f"{where}: n = {n}, fewer than qc.min_subjects = {m}: no outliers flagged (a median and "
+                       f"MAD of so few subjects are unstable; adding one subject changes who is flagged)")
+            continue
+        if n < STABLE_N:
+            out.append(f"{where}: n = {n}: outliers are flagged (qc.min_subjects = {m}) but robust z-scores from "
+                       f"fewer than {STABLE_N} subjects are unstable; treat the flags as hints")
+        few = int((frame.loc[idx, scored].notna().sum() < m).sum())
+        if few:
+            out.append(f"{where}: {few} of {len(scored)} metrics have fewer than {m} values and are not scored")
+    return out
+
+
+def _columns(rows: list[dict[str, Any]], key_columns: set[str]) -> list[Column]:
     keys = list(dict.fromkeys(k for r in rows for k in r))
-    return [Column(k, k.replace("volume_ml.", "").replace("intensity.", ""), COLUMN_DOCS.get(k, k)) for k in keys]
+    return [Column(k, k.replace("volume_ml.", "").replace("intensity.", ""), COLUMN_DOCS.get(k, k), k in key_columns)
+            for k in keys]
 
 
-def _plots(rows: list[dict[str, Any]], outliers: pd.DataFrame, structures: list[str]) -> list[str]:
-    ok = [r for r in rows if r["status"] == "ok"]
-    hit = set(zip(outliers["subject_id"], outliers["metric"])) if len(outliers) else set()
-    plots = []
-    specs = [(BRAIN_VOLUME, "brain volume (ml)"), *((volume_metric(s), f"{s} volume (ml)") for s in structures),
-             (P_LOW, "low intensity percentile"), (P_HIGH, "high intensity percentile"),
-             ("classes_absent", "classes absent"), ("unknown_label_voxels", "unknown-label voxels"),
-             ("morphometry_present", "morphometry columns present"), ("radiomics_present", "radiomics columns present"),
-             ("n_flags", "outlying metrics per subject"), ("seconds", "preprocess seconds")]
-    by_cohort: dict[str, list] = {}
-    for r in ok:
-        by_cohort.setdefault(r["cohort"], []).append(r)
-    for key, title in specs:
-        groups: dict[str, tuple] = {}
-        for coh, rs in sorted(by_cohort.items()):
-            vals = np.array([np.nan if r.get(key) is None else r[key] for r in rs], float)
-            flagged = np.array([(r["subject_id"], key) in hit or (key == "n_flags" and r["flagged"]) for r in rs])
-            groups[coh] = (vals, [r["subject_id"] for r in rs], flagged)
-        plots.append(strip_plot_svg(title, groups))
-    return plots
-
-
-def _montage(cfg: DamtConfig, cache: Path, rows: list[dict[str, Any]], workers: int) -> list[MontageItem]:
-    ok = [r for r in rows if r["status"] == "ok" and not r.get("qc_error")]
-    flagged = sorted((r for r in ok if r["flagged"]), key=lambda r: -r["max_abs_z"])[:cfg.qc.montage_max_flagged]
-    rest = [r for r in ok if not r["flagged"]]
-    rng = np.random.default_rng(cfg.qc.seed)
-    pick = sorted(rng.choice(len(rest), min(cfg.qc.montage_sample, len(rest)), replace=False)) if rest else []
-    chosen = flagged + [rest[i] for i in pick]
-    colours = palette(load_label_table(cfg.labels.table).n_classes)
-
-    def render(r):
-        try:
-            g = open_subject(store_path(cache, r["subject_id"]))
-            ax = str(g.attrs.get("axcodes", cfg.preprocess.orientation))
-            png = montage_png(mid_slices(g["image"], ax), mid_slices(g["atlas"], ax), colours)
-        except Exception as err:  # noqa: BLE001 - a picture must not stop the report
-            png, r = b"", r | {"flags": f"montage failed: {type(err).__name__}: {err}"}
-        cap = f"flagged: {r['flags']}" if r["flagged"] else "random sample"
-        return MontageItem(r["subject_id"], r["cohort"], cap, png, r["flagged"]) if png else None
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        return [m for m in pool.map(render, chosen) if m is not None]
+def _group_rows(rows: list[dict[str, Any]], key: str, order: list[str] | None = None) -> list[dict[str, Any]]:
+    """Per-group counts (found, ok, failed, flagged) for the summary tables."""
+    counts: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        c = counts.setdefault(str(r[key]), {key: str(r[key]), "found": 0, "ok": 0, "failed": 0, "flagged": 0})
+        c["found"] += 1
+        c["ok" if r["status"] == "ok" else "failed"] += 1
+        c["flagged"] += bool(r.get("flagged"))
+    rank = {g: i for i, g in enumerate(order or sorted(counts))}
+    return [counts[g] for g in sorted(counts, key=lambda g: (rank.get(g, len(rank)), g))]
 
 
 def run_qc(cfg: DamtConfig, cache: Path, out: Path | None = None, verify: bool = False,
-           workers: int | None = None) -> QcResult:
+           workers: int | None = None, table: Path | None = None, by: str | None = None) -> QcResult:
     """Write the QC report of ``cache`` to ``out`` (default ``qc.out_dir``, else ``<cache>/qc``);
-    with ``verify``, also check every ok store against the contract (``QcResult.problems``)."""
+    with ``verify``, also check every ok store against the contract (``QcResult.problems``).
+    ``table`` and ``by``: stratify by column ``by`` of the user's CSV/TSV ``table`` (both or
+    neither; raises StrataError for an unusable table, ConfigError for ``qc.z_scope: by`` without)."""
     cache = Path(cache)
     out = Path(out or cfg.qc.out_dir or cache / "qc")
     workers = workers or cfg.qc.workers
+    if (table is None) != (by is None):
+        raise StrataError("--csv FILE and --by COLUMN go together")
+    if cfg.qc.z_scope == "by" and by is None:
+        raise ConfigError("qc.z_scope", "'by' scores within the strata of damt qc --csv FILE --by COLUMN; "
+                                        "give both, or use 'all' or 'cohort'")
     man = _manifest(cache)
+    strata = stratify(man, table, by) if by is not None else None
     notes = ["a damt preprocess run is writing this cache now; rerun qc after it ends"] \
         if preprocess_running(cache) else []
+    notes += strata.notes if strata else []
     ok_mask = (man["status"] == "ok").to_numpy()
     ok_idx = [int(i) for i in np.flatnonzero(ok_mask)]
     ok = man.iloc[ok_idx].reset_index(drop=True)
     metrics, frame, scored, names, more = _gather(cfg, cache, ok, workers)
     notes += more
-    groups = ok["cohort"].astype(str) if cfg.qc.z_scope == "cohort" else None
+    scope = {"all": None, "cohort": "cohort", "by": by}[cfg.qc.z_scope]
+    groups = (None if scope is None else ok["cohort"].astype(str) if scope == "cohort" else
+              pd.Series([strata.labels[i] for i in ok_idx], dtype=object))
     limits = [cfg.qc.target_z_threshold if c.startswith(tuple(f"{k}." for k in KINDS)) else cfg.qc.z_threshold
               for c in scored]
     outliers = flag_outliers(frame, scored, limits, cfg.qc.min_subjects, groups)
+    warnings = _warnings(cfg, frame, scored, groups, scope or "")
     structures = list(cfg.qc.volume_structures)
     rows = _subject_rows(man, ok_idx, metrics, outliers, names, structures)
-    outliers = outliers.assign(cohort=ok["cohort"].to_numpy()[outliers["index"].astype(int)] if len(outliers) else [],
-                               subject_id=ok["subject_id"].to_numpy()[outliers["index"].astype(int)]
-                               if len(outliers) else [])
-    outliers = outliers[["cohort", "subject_id", "metric", "value", "median", "z"]]
+    by_key = None
+    if strata:  # the stratum as a column, beside the cohort; a name DAMT uses gets a prefix
+        by_key = by if by not in _order(structures) else f"csv.{by}"
+        rows = [{"cohort": r["cohort"], "subject_id": r["subject_id"], by_key: lab} | r
+                for r, lab in zip(rows, strata.labels)]
+    hits = outliers["index"].astype(int).to_numpy() if len(outliers) else np.zeros(0, int)
+    outliers = outliers.assign(cohort=ok["cohort"].to_numpy()[hits], subject_id=ok["subject_id"].to_numpy()[hits],
+                               row=np.asarray(ok_idx, int)[hits] if len(hits) else hits)
+    flags = {int(row): list(g["metric"]) for row, g in outliers.groupby("row", sort=False)}
     problems, checked = verify_cache(cfg, cache, workers) if verify else (None, 0)
 
     out.mkdir(parents=True, exist_ok=True)
     # text cells from user data (ids, messages, paths) must not run as spreadsheet formulas
     write_text_atomic(out / SUBJECTS_CSV, safe_csv_frame(_csv_frame(rows)).to_csv(index=False))
-    write_text_atomic(out / OUTLIERS_CSV, safe_csv_frame(outliers).to_csv(index=False))
+    write_text_atomic(out / OUTLIERS_CSV, safe_csv_frame(
+        outliers[["cohort", "subject_id", "metric", "value", "median", "z"]]).to_csv(index=False))
     failed = [r for r in rows if r["status"] != "ok"]
     by_reason = pd.Series([r["reason"] for r in failed], dtype=object).value_counts()
     flagged_ids = [r["subject_id"] for r in rows if r.get("flagged")]
     unreadable = sum(bool(r.get("qc_error")) for r in rows)
-    cohorts = [{"cohort": c, "found": len(g), "ok": int((g["status"] == "ok").sum()),
-                "failed": int((g["status"] != "ok").sum()),
-                "flagged": sum(1 for r in rows if r["cohort"] == c and r.get("flagged"))}
-               for c, g in man.groupby("cohort", sort=True)]
+    report_groups = [("Per cohort", "cohort", _group_rows(rows, "cohort"))]
+    if strata:
+        report_groups.append((f"Per {by} (--csv {Path(table).name})", by_key, _group_rows(rows, by_key, strata.levels)))
+    scope_text = {"all": "all ok subjects", "cohort": "each cohort", "by": f"each {by} stratum"}[cfg.qc.z_scope]
+    key_columns = {"cohort", "subject_id", by_key, "status", "reason", "flagged", "max_abs_z", "flags", BRAIN_VOLUME,
+                   "qc_error"}
     report = Report(
         title="DAMT dataset QC report",
         meta={"cache": str(cache.resolve()), "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "damt": damt.__version__, "label table": cfg.labels.table,
               "outlier rule": f"|robust z| > {cfg.qc.z_threshold:g} (target columns {cfg.qc.target_z_threshold:g}) "
-                              f"within {'each cohort' if groups is not None else 'all ok subjects'}; metrics "
-                              f"with fewer than {cfg.qc.min_subjects} values are not scored"},
+                              f"within {scope_text}; groups and metrics with fewer than {cfg.qc.min_subjects} "
+                              f"values are not scored"},
         summary={"subjects found": len(man), "ok": len(ok), "failed": len(failed), "flagged": len(flagged_ids),
                  "unreadable": unreadable},
         reasons=[{"reason": k, "count": int(v), "meaning": REASONS.get(k) or _EXTRA_REASONS.get(k, "")}
                  for k, v in by_reason.items()],
-        cohorts=cohorts,
+        groups=report_groups,
         failed=[{k: r[k] for k in ("cohort", "subject_id", "reason", "message")} for r in failed],
-        flagged=sorted(({k: r[k] for k in ("cohort", "subject_id", "n_flags", "max_abs_z", "flags")}
-                        for r in rows if r.get("flagged")), key=lambda r: -r["max_abs_z"]),
-        outliers=outliers.to_dict("records"), columns=_columns(rows), rows=rows,
-        plots=_plots(rows, outliers, structures), montage=_montage(cfg, cache, rows, workers),
-        verify=None if problems is None else [str(p) for p in problems], verify_checked=checked)
+        flagged=sorted(({k: r[k] for k in ("cohort", "subject_id", "n_flags", "max_abs_z", "flags")} | {"row": i}
+                        for i, r in enumerate(rows) if r.get("flagged")), key=lambda r: -r["max_abs_z"]),
+        outliers=outliers.to_dict("records"), columns=_columns(rows, key_columns), rows=rows,
+        plots=plots(rows, outliers, structures, by_key or "cohort", strata.levels if strata else None),
+        plots_by=by or "cohort", montage=montage(cfg, cache, rows, flags, workers),
+        verify=None if problems is None else [str(p) for p in problems], verify_checked=checked, warnings=warnings,
+        targets=_target_table(cache, metrics, names))
     write_text_atomic(out / REPORT_HTML, render_html(report))
     return QcResult(html=out / REPORT_HTML, subjects_csv=out / SUBJECTS_CSV, outliers_csv=out / OUTLIERS_CSV,
                     n_subjects=len(man), n_ok=len(ok), n_failed=len(failed), flagged=flagged_ids,
                     problems=problems, notes=notes + [f"{r['subject_id']}: store unreadable ({r['qc_error']})"
-                                                      for r in rows if r.get("qc_error")])
+                                                      for r in rows if r.get("qc_error")], warnings=warnings)

@@ -17,13 +17,16 @@ from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
-from damt.cache import STORE_FORMAT, clean_debris
+from damt.cache import LAYOUT_KEYS, STORE_FORMAT, Layout, clean_debris, read_store_attrs
 from damt.config import DamtConfig, config_hash, dump_config, to_dict
 from damt.config import ConfigError
 from damt.errors import CacheBusyError, CacheWriteError, SubjectError, write_error
 from damt.labels import LabelTable, load_label_table
 from preprocess.cluster import cluster_rows, worker_died_error, worker_died_stale, worker_limit_token
-from preprocess.discover import SubjectInput, discover, parse_cohorts
+from preprocess.discover import SubjectInput, discover, parse_cohorts, require_subjects
+from preprocess.adopt import store_owners, store_row
+from preprocess.interrupt import (PreprocessInterrupted, children_ignore_sigint, quiet_dask_logs,
+                                  sigterm_as_interrupt, signal_name)
 from preprocess.manifest import read_manifest, rows_by_key, to_frame, write_manifest
 from damt.targets.cachefile import TARGETS_JSON
 from preprocess.subject import failed_row, is_unchanged, process_subject, stat_fingerprint
@@ -51,6 +54,12 @@ class RunSummary:
     targets_written: bool = False
     notes: list = field(default_factory=list)
     cache: str = ""
+    #: (cohort, subject_id, reason, message) of this run's failed subjects, in manifest order
+    failures: list = field(default_factory=list)
+    #: (cohort, subject_id) of manifest rows dropped: their folders are gone from their cohort root
+    dropped: list = field(default_factory=list)
+    #: rows of the whole manifest (every cohort, also those not given this run): total, ok
+    manifest_rows: tuple = (0, 0)
 
     @property
     def unwritten(self) -> int:
@@ -58,24 +67,39 @@ class RunSummary:
         do its job for a reason outside the inputs, so ``damt preprocess`` exits non-zero."""
         return self.by_reason["disk_full"] + self.by_reason["read_only"]
 
-    def table(self) -> str:
-        """A plain-text summary table for the console."""
+    def table(self, max_failures: int = 10) -> str:
+        """A plain-text summary for the console: counts, the first ``max_failures`` failed
+        subjects with their reason and message (which says what to do), and where the rest is."""
         lines = [f"{'subjects found':<28}{self.found:>8}", f"{'  ok':<28}{self.ok:>8}",
                  f"{'  failed':<28}{self.failed:>8}"]
         lines += [f"{'    ' + reason:<28}{n:>8}" for reason, n in sorted(self.by_reason.items())]
         lines += [f"{'processed this run':<28}{self.processed:>8}",
                   f"{'skipped (unchanged)':<28}{self.skipped:>8}",
                   f"{'wall time (s)':<28}{self.seconds:>8.1f}", f"cache: {self.cache}", *self.notes]
+        total, ok = self.manifest_rows
+        if total != self.found:  # other cohorts' rows: say so, so that damt qc's counts add up
+            lines.append(f"manifest: {total} rows of all cohorts ({ok} ok, {total - ok} failed)")
         rule = "-" * 36
-        return "\n".join([rule, *lines, rule])
+        out = [rule, *lines, rule]
+        if self.failures:
+            shown = self.failures[:max_failures]
+            more = f" (the first {len(shown)} of {len(self.failures)})" if len(self.failures) > len(shown) else ""
+            out.append(f"failed subjects{more}:")
+            out += [f"  {coh}/{sid}  {reason}: {message}" for coh, sid, reason, message in shown]
+        cache = Path(self.cache)
+        out.append(f"all rows: {cache / 'manifest.parquet'}; report: damt qc --cache {cache}"
+                   + ("; reasons and fixes: docs/preprocessing.md" if self.failures else ""))
+        return "\n".join(out)
 
 
 def preprocess_hash(cfg: DamtConfig, table: LabelTable, plan: TargetPlan) -> str:
-    """Hash of everything that changes a subject store: the preprocess section, the label table's
-    bytes, the target plan (schema, tissues, pyradiomics settings) and the store format. Training
-    settings, target normalisation and the input size limit (it decides only whether a file is
-    read, not what a store holds) are left out, so changing them rebuilds no store."""
-    section = {k: v for k, v in to_dict(cfg.preprocess).items() if k not in _UNHASHED}
+    """Hash of everything that changes a subject store's contents: the preprocess section, the
+    label table's bytes, the target plan (schema, tissues, pyradiomics settings) and the store
+    format. Training settings, target normalisation, the store layout (``LAYOUT_KEYS``: chunks
+    and codec change bytes on disk, never array values) and the input size limit (it decides only
+    whether a file is read, not what a store holds) are left out, so changing them rebuilds no
+    store; ``damt cache relayout`` applies a layout change."""
+    section = {k: v for k, v in to_dict(cfg.preprocess).items() if k not in LAYOUT_KEYS + _UNHASHED}
     return config_hash({"preprocess": section, "label_table_sha256": table.sha256,
                         "targets": plan.digest(), "store_format": STORE_FORMAT})
 
@@ -132,14 +156,14 @@ def plan(subjects: list[SubjectInput], previous: dict, chash: str, cache: Path, 
     for s in subjects:
         prev = previous.get((s.cohort, s.subject_id))
         if s.error is not None:
-            kept.append(failed_row(s, chash, s.error))
+            kept.append(_same_failure(prev, failed_row(s, chash, s.error)))
         elif prev is not None and stale(prev):
-            tasks.append((s, None))
+            tasks.append((s, _compare_with(None, s, chash, cache)))
         elif prev is not None and prev.get("input_stat") == stat_fingerprint(s, targets.subject_digest(s.subject_id)) \
                 and is_unchanged(prev, prev.get("input_hash"), chash, cache):
             kept.append(prev)
         else:
-            tasks.append((s, prev))
+            tasks.append((s, _compare_with(prev, s, chash, cache)))
     return tasks, kept
 
 
@@ -154,6 +178,21 @@ def limits_changed(cfg: DamtConfig, scheduler: str | None) -> Callable[[dict], b
         or worker_died_stale(row, token)
 
 
+def _same_failure(prev: dict | None, row: dict) -> dict:
+    """``prev`` if it already records this failure (nothing to rewrite), else ``row``."""
+    same = prev is not None and all(prev.get(k) == row[k] for k in ("status", "reason", "message", "config_hash"))
+    return prev if same else row
+
+
+def _compare_with(prev: dict | None, s: SubjectInput, chash: str, cache: Path) -> dict | None:
+    """The row a task checks the subject's inputs against: the manifest's current ok row, or else
+    the subject's complete store (preprocess/adopt.py), which then is kept if its inputs still hash
+    to it; else the manifest's row, if any."""
+    if prev is not None and prev.get("status") == "ok" and prev.get("config_hash") == chash:
+        return prev
+    return store_row(cache, s.subject_id, s.cohort) or prev
+
+
 def _client(cfg: DamtConfig, workers: int, scheduler: str | None):
     import dask  # noqa: PLC0415 - only the driver needs dask
     from dask.distributed import Client, LocalCluster  # noqa: PLC0415
@@ -166,15 +205,22 @@ def _client(cfg: DamtConfig, workers: int, scheduler: str | None):
     # (The nannies keep this config for the workers they restart; their merge is shallow, hence
     # the whole config.)
     no_pause = {"distributed": {"worker": {"memory": {"target": False, "spill": False, "pause": False}}}}
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=cfg.dask.threads_per_worker,
-                           processes=True, memory_limit=f"{cfg.dask.memory_limit_gb}GiB",
-                           dashboard_address=None, config=dask.config.merge(dask.config.config, no_pause))
+    with children_ignore_sigint():  # Ctrl-C is the driver's to handle (preprocess/interrupt.py)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=cfg.dask.threads_per_worker,
+                               processes=True, memory_limit=f"{cfg.dask.memory_limit_gb}GiB",
+                               dashboard_address=None, preload=["preprocess.interrupt"],
+                               config=dask.config.merge(dask.config.config, no_pause),
+                               # the scheduler's HTTP server on any free port: no warning when
+                               # 8787 is taken (another dask, a notebook's dashboard)
+                               scheduler_kwargs={"dashboard_address": ":0"})
     return Client(cluster), cluster
 
 
 def _results(tasks: list, cfg: DamtConfig, table: LabelTable, targets: TargetPlan, cache: Path, chash: str,
              workers: int, scheduler: str | None) -> Iterator[dict[str, Any]]:
     """Yield one manifest row per task as it finishes. ``workers == 0`` runs in this process."""
+    if not tasks:  # nothing to run: start no cluster
+        return
     if workers == 0 and not scheduler:
         for s, prev in tasks:
             yield _guard(s, chash, lambda s=s, prev=prev: process_subject(s, cfg, table, targets, cache, chash, prev))
@@ -194,6 +240,9 @@ def _results(tasks: list, cfg: DamtConfig, table: LabelTable, targets: TargetPla
             call=lambda s, prev: (process_subject, s, cfg, table, targets.for_subject(s.subject_id), cache,
                                   chash, prev),
             guard=lambda s, get: _guard(s, chash, get), retries=cfg.dask.retries, died=died)
+    except KeyboardInterrupt:
+        quiet_dask_logs()  # the teardown's warnings about cancelled tasks are expected now
+        raise
     finally:
         client.close()
         if cluster is not None:
@@ -225,6 +274,8 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
     cache = Path(cache)
     if cache.exists() and not cache.is_dir():
         raise ConfigError("data.cache_dir", f"{cache} is a file, not a folder: pass a folder as --cache")
+    cohorts = parse_cohorts(cfg.data.inputs)
+    require_subjects(cohorts, cfg.data)  # a wrong --input stops here, before the cache folder exists
     with cache_writes(cache, "creating the cache folder"):
         cache.mkdir(parents=True, exist_ok=True)
     workers = cfg.dask.workers if workers is None else workers
@@ -234,30 +285,49 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
             clean_debris(cache)
         table = load_label_table(cfg.labels.table)
         previous = rows_by_key(read_manifest(cache))
-        taken = {sid: coh for (coh, sid), r in previous.items() if r.get("reason") not in _ID_REASONS}
-        subjects = discover(parse_cohorts(cfg.data.inputs), cfg.data, taken)
+        subjects, gone = _discover(cohorts, cfg, previous, cache)
         all_ids = sorted({sid for _, sid in previous} | {s.subject_id for s in subjects if s.error is None})
         targets = build_plan(cfg, table, all_ids)
         chash = preprocess_hash(cfg, table, targets)
         tasks, kept = plan(subjects, previous, chash, cache, targets, limits_changed(cfg, scheduler))
-        rows = dict(previous) | {(r["cohort"], r["subject_id"]): r for r in kept}
-        summary = RunSummary(found=len(subjects), skipped=len(subjects) - len(tasks), processed=len(tasks),
-                             cache=str(cache))
+        rows = {k: r for k, r in previous.items() if k not in gone} | {(r["cohort"], r["subject_id"]): r for r in kept}
+        skipped = sum(r is previous.get((r["cohort"], r["subject_id"])) for r in kept)
+        summary = RunSummary(found=len(subjects), skipped=skipped, processed=len(subjects) - skipped,
+                             cache=str(cache), dropped=gone)
+        if gone:
+            listed = ", ".join(f"{c}/{sid}" for c, sid in gone[:5]) + (", ..." if len(gone) > 5 else "")
+            summary.notes.append(f"dropped {len(gone)} manifest row(s) of subjects no longer in their cohort "
+                                 f"root ({listed}); stores are never deleted")
         bar = tqdm(total=len(tasks), unit="subj", desc="preprocess", disable=not progress, file=sys.stderr)
         last_write = time.monotonic()
-        n_fail = 0
-        for row in _results(tasks, cfg, table, targets, cache, chash, workers, scheduler):
-            rows[(row["cohort"], row["subject_id"])] = row
-            n_fail += row["status"] != "ok"
-            bar.update(1)
-            bar.set_postfix(ok=bar.n - n_fail, failed=n_fail)
-            if time.monotonic() - last_write > cfg.dask.manifest_every_s:
-                try:
-                    write_manifest(cache, to_frame(rows.values()))  # a crash loses at most this interval
-                except OSError as err:  # e.g. a full disk: the final write tries again
-                    tqdm.write(f"damt preprocess: could not update the manifest ({err}); going on")
-                last_write = time.monotonic()
+        n_done = n_fail = 0
+        try:
+            with sigterm_as_interrupt():
+                for row in _results(tasks, cfg, table, targets, cache, chash, workers, scheduler):
+                    rows[(row["cohort"], row["subject_id"])] = row
+                    n_done, n_fail = n_done + 1, n_fail + (row["status"] != "ok")
+                    bar.update(1)
+                    bar.set_postfix(ok=n_done - n_fail, failed=n_fail)
+                    if time.monotonic() - last_write > cfg.dask.manifest_every_s:
+                        try:
+                            write_manifest(cache, to_frame(rows.values()))  # a crash loses at most this interval
+                        except OSError as err:  # e.g. a full disk: the final write tries again
+                            tqdm.write(f"damt preprocess: could not update the manifest ({err}); going on")
+                        last_write = time.monotonic()
+        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: keep every finished row, then stop
+            bar.close()
+            saved = rows != previous
+            if saved:
+                with cache_writes(cache, "writing manifest.parquet after the interruption"):
+                    write_manifest(cache, to_frame(rows.values()))
+                    write_text_atomic(cache / "preprocess_config.yaml",
+                                      dump_config(cfg) + f"# preprocess hash {chash}\n")
+            raise PreprocessInterrupted(signal_name(err), n_done, cache, saved) from None
         bar.close()
+        adopted = _adopted(tasks, previous, rows)
+        if adopted:
+            summary.notes.append(f"{adopted} store(s) the manifest lacked were kept: their inputs still hash "
+                                 f"to them (nothing rebuilt)")
         for kind, report in targets.csv_report.items():
             summary.notes.append(f"csv import ({kind}): {report['summary']}")
         changed = rows != previous or not (cache / "manifest.parquet").exists()
@@ -272,11 +342,57 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
                 ok = frame[(frame["status"] == "ok") & (frame["config_hash"] == chash)]
                 summary.targets_written = refit_targets_json(cache, ok, targets, cfg, chash)
     seen = {(s.cohort, s.subject_id) for s in subjects}
-    for key in seen:
+    for key in sorted(seen):
         r = rows[key]
         summary.ok += r["status"] == "ok"
         if r["status"] != "ok":
             summary.failed += 1
             summary.by_reason[r["reason"]] += 1
+            summary.failures.append((key[0], key[1], r["reason"], r["message"]))
+    summary.manifest_rows = (len(rows), sum(r["status"] == "ok" for r in rows.values()))
+    other = other_layout(cache, [rows[k] for k in seen], Layout.from_config(cfg.preprocess))
+    if other:
+        summary.notes.append(f"{other} ok store(s) are in another layout than preprocess.chunk_vox/slab_vox/codec/"
+                             f"clevel; they stay valid (a layout is not in the preprocess hash), and "
+                             f"`damt cache relayout --cache {cache}` rewrites them from their own arrays")
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def other_layout(cache: Path, rows: list[dict[str, Any]], layout: Layout) -> int:
+    """How many ok rows' stores do not record ``layout`` (one zarr.json read each)."""
+    want = layout.record()
+    return sum(1 for r in rows if r.get("status") == "ok" and r.get("store")
+               and (read_store_attrs(cache / r["store"]) or {}).get("layout") != want)
+
+
+def _adopted(tasks: list, previous: dict, rows: dict) -> int:
+    """How many tasks kept a store the manifest lacked (their row is the store's, unchanged)."""
+    n = 0
+    for s, cand in tasks:
+        key = (s.cohort, s.subject_id)
+        if cand is not None and cand is not previous.get(key) and key in rows:
+            r = rows[key]
+            n += r["status"] == "ok" and all(r[k] == cand[k] for k in ("input_hash", "finished_at", "store"))
+    return n
+
+
+def _discover(cohorts: list, cfg: DamtConfig, previous: dict, cache: Path
+              ) -> tuple[list[SubjectInput], list[tuple[str, str]]]:
+    """Discovery with the cache's owners of ids; also the keys of the manifest rows to drop.
+
+    An id is owned by its manifest row or, for an id the manifest lacks, by the cohort its
+    complete store names: a lost or stale manifest never lets another cohort's subject overwrite
+    a store. An owner of a cohort given this run whose subject folder is gone (renamed or removed)
+    owns nothing; its row is dropped (rows of cohorts not given are never dropped).
+    """
+    taken = {sid: coh for (coh, sid), r in previous.items() if r.get("reason") not in _ID_REASONS}
+    taken = store_owners(cache, set(taken)) | taken
+    subjects = discover(cohorts, cfg.data, taken)
+    given = {c.name for c in cohorts}
+    seen = {(s.cohort, s.subject_id) for s in subjects}
+    gone = sorted(k for k in previous if k[0] in given and k not in seen)
+    stale = {sid for sid, coh in taken.items() if coh in given and (coh, sid) not in seen}
+    if stale & {sid for _, sid in seen}:  # a gone owner held an id found now: discover without it
+        subjects = discover(cohorts, cfg.data, {sid: coh for sid, coh in taken.items() if sid not in stale})
+    return subjects, gone

@@ -253,7 +253,7 @@ def process_subject(inp: SubjectInput, cfg: DamtConfig, table: LabelTable, plan:
         p = cfg.preprocess
         try:
             path = write_subject_store(cache, inp.subject_id, {"image": out.image, "atlas": out.atlas, **targets},
-                                       attrs, p.chunk_vox, p.codec, p.clevel)
+                                       attrs, p.chunk_vox, p.codec, p.clevel, slab_vox=p.slab_vox)
         except OSError as err:
             discard_staging(cache, inp.subject_id)  # no half-written store stays behind
             typed = write_error(err, f"writing the store of {inp.subject_id} under {cache}")

@@ -8,11 +8,14 @@ line (``targets_table``). The floor is an in-memory
 copy of the same two crops from volumes already in RAM. Time is ``time.process_time`` (all
 threads of this process), with torch, Blosc and tensorstore held to one thread each. The view
 work that runs on the training device (``damt.views.make_views``) is reported separately, timed
-here on the CPU for information.
+here on the CPU for information. Several caches (store layouts of one cohort) are compared in one
+run: their samples are timed interleaved, and each cache's MB per subject is reported.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -34,26 +37,62 @@ def _cpu_ms(fn, count: int, rounds: int = 1) -> float:
     return float(np.median(times))
 
 
-def _store_layout(cache: Path, store: str) -> dict:
-    """chunk edge and codec of a store's image array (from its metadata, for the record)."""
-    import json
+def store_layout(cache: Path, store: str) -> dict:
+    """A store's layout: its recorded ``layout`` attribute (by name) and, from the image array's
+    own metadata, the chunk shape and the Blosc settings actually on disk."""
+    from damt.cache import read_store_attrs
+    from damt.cache.layout import describe
 
     meta = json.loads((cache / store / "image" / "zarr.json").read_text())
     chunk = meta["chunk_grid"]["configuration"]["chunk_shape"]
-    codecs = [c for c in meta["codecs"] if c["name"] != "bytes"]
-    codec = codecs[0]["configuration"].get("cname", codecs[0]["name"]) if codecs else "none"
-    return {"chunk_vox": chunk, "codec": codec}
+    blosc = [c["configuration"] for c in meta["codecs"] if c["name"] == "blosc"]
+    codec = (f"{blosc[0]['cname']} {blosc[0]['clevel']} {blosc[0]['shuffle']}" if blosc
+             else "+".join(c["name"] for c in meta["codecs"] if c["name"] != "bytes") or "none")
+    return {"layout": describe((read_store_attrs(cache / store) or {}).get("layout")),
+            "chunk_shape": chunk, "codec": codec}
+
+
+def store_sizes(cache: Path, stores: Sequence[str]) -> dict:
+    """MB per subject of ``stores`` (everything in a store: image, atlas, targets, metadata):
+    apparent bytes, bytes allocated on this file system, and files per store."""
+    from damt.cache.layout import store_bytes
+
+    size = alloc = files = 0
+    for s in stores:
+        a, b = store_bytes(cache / s)
+        size, alloc = size + a, alloc + b
+        files += sum(len(f) for _, _, f in os.walk(cache / s))
+    n = max(len(stores), 1)
+    return {"mb_per_subject": round(size / n / 1e6, 3), "disk_mb_per_subject": round(alloc / n / 1e6, 3),
+            "files_per_subject": round(files / n, 1)}
+
+
+def _interleaved_ms(runs: Sequence[tuple], n: int, rounds: int) -> list[float]:
+    """CPU ms per sample of each ``(dataset, keys)`` in ``runs``, timed sample by sample in turn
+    (sample j of every run before sample j+1 of any, the order rotating with j), so all layouts see
+    the same machine load; the median of ``rounds`` passes."""
+    per_round = np.zeros((rounds, len(runs)))
+    for r in range(rounds):
+        for j in range(n):
+            for i in np.roll(np.arange(len(runs)), j + r):
+                ds, keys = runs[i]
+                c0 = time.process_time()
+                ds[keys[j]]  # made and dropped, as a training loop consumes samples
+                per_round[r, i] += time.process_time() - c0
+    return [float(np.median(per_round[:, i])) / n * 1e3 for i in range(len(runs))]
 
 
 def bench_loader(cfg: DamtConfig, cache: Path | Sequence[Path], limit: int = 8, repeats: int = 5,
                  readers: Sequence[str] = ("tensorstore", "zarr"), chain_repeats: int = 1,
-                 rounds: int = 3) -> Iterator[dict]:
+                 rounds: int = 5) -> Iterator[dict]:
     """Yield one JSON-ready dict per result.
 
-    cache: one cache, or several (other chunk/codec layouts of the same cohort): each is measured
-    with each reader; the ratio uses the first cache with ``cfg.loader.reader``. limit: subjects
-    measured (the first ok ones of the first cache); repeats: samples per subject (new crops each);
-    chain_repeats: runs of the MONAI chain per subject (0 = skip it; it costs ~1.4 s a run);
+    cache: one cache, or several (other store layouts of the same cohort, e.g. made with ``damt
+    cache relayout``): each is measured with each reader, all interleaved sample by sample; each
+    cache's size is reported (``store_size``) and its CPU per sample relative to the first cache
+    (``layout_ratio``); the chain ratio uses the first cache with ``cfg.loader.reader``. limit:
+    subjects measured (the first ok ones of the first cache); repeats: samples per subject (new
+    crops each); chain_repeats: runs of the MONAI chain per subject (0 = skip it; ~1.4 s a run);
     rounds: timed passes over the same samples; the median pass is reported.
     """
     import dataclasses
@@ -67,19 +106,35 @@ def bench_loader(cfg: DamtConfig, cache: Path | Sequence[Path], limit: int = 8, 
     n = len(ids) * repeats
     base = {"bench": "loader", "subjects": len(ids), "repeats": repeats, "samples": n, "rounds": rounds,
             **machine()}
-    ours: dict[tuple[int, str], float] = {}
+    combos, runs = [], []
     for ci, c in enumerate(caches):
         for reader in readers:
             rcfg = dataclasses.replace(cfg, loader=dataclasses.replace(cfg.loader, reader=reader))
             ds = CacheDataset(c, rcfg)
             pos = {sid: i for i, sid in enumerate(ds.subjects["subject_id"])}
+            missing = [sid for sid in ids if sid not in pos]
+            if missing:
+                raise ValueError(f"{c} lacks subjects {missing[:5]} of {caches[0]}: compare layouts of one cohort")
             keys = [pos[sid] + r * len(ds) for r in range(repeats) for sid in ids]
             for k in keys[: len(ids)]:  # warm-up: imports, reader start, page cache
                 ds[k]
-            ms = _cpu_ms(lambda: _consume(ds, keys), n, rounds)
-            ours[(ci, reader)] = ms
-            yield {**base, "stage": "damt", "reader": reader, "cache": str(c),
-                   **_store_layout(c, ds.subjects.at[0, "store"]), "cpu_ms_per_sample": round(ms, 3)}
+            combos.append((ci, reader, ds))
+            runs.append((ds, keys))
+    ours = dict(zip([(ci, reader) for ci, reader, _ in combos], _interleaved_ms(runs, n, rounds)))
+    for ci, reader, ds in combos:
+        yield {**base, "stage": "damt", "reader": reader, "cache": str(caches[ci]),
+               **store_layout(caches[ci], ds.subjects.at[0, "store"]),
+               "cpu_ms_per_sample": round(ours[(ci, reader)], 3)}
+    ref_reader = cfg.loader.reader if cfg.loader.reader in readers else readers[0]
+    for ci, c in enumerate(caches):
+        ds = next(d for i, _, d in combos if i == ci)
+        stores = ds.subjects["store"].astype(str).tolist()
+        yield {**base, "stage": "store_size", "cache": str(c), "stores": len(stores),
+               **store_layout(c, stores[0]), **store_sizes(c, stores)}
+        if ci:
+            yield {**base, "stage": "layout_ratio", "reader": ref_reader, "cache": str(c),
+                   "first_cache": str(caches[0]),
+                   "cpu_over_first_cache": round(ours[(ci, ref_reader)] / max(ours[(0, ref_reader)], 1e-9), 3)}
 
     yield {**base, "stage": "targets_table", "what": "read + normalise all targets, once per run and rank",
            "cpu_ms_per_subject": round(_cpu_ms(first._load_targets, len(first), rounds), 3)}
@@ -97,14 +152,6 @@ def bench_loader(cfg: DamtConfig, cache: Path | Sequence[Path], limit: int = 8, 
                "cpu_ms_per_sample": round(chain_ms, 1)}
         yield {**base, "stage": "ratio", "reader": cfg.loader.reader,
                "monai_chain_over_damt_cpu": round(chain_ms / max(ref, 1e-9), 1), "target": 200}
-
-
-def _consume(ds, keys: list[int]) -> None:
-    """Make each sample and drop it before the next, as a training loop consumes them. (Keeping all
-    of them alive, ~6 MB each at the seed sizes, would time fresh-page faults of the benchmark's own
-    list instead of the loader, and the floor and the chain are timed without such a list too.)"""
-    for k in keys:
-        ds[k]
 
 
 def _floor(ds, ids: list[str], repeats: int, rounds: int) -> float:

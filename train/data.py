@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from damt.cache import read_store_attrs
 from damt.targets.cachefile import KINDS, CacheTargets
 from damt.views import N_ROTATIONS, location_label
-from preprocess.manifest import ok_subjects
+from preprocess.manifest import ok_subjects, read_manifest
 
 Box = tuple[slice, slice, slice]
 
@@ -78,6 +78,21 @@ class _ZarrReader:
 READERS = {"tensorstore": _TensorStoreReader, "zarr": _ZarrReader}
 
 
+class NoOkSubjectsError(ValueError):
+    """The cache's manifest holds no ok subject: there is nothing to train on."""
+
+    @classmethod
+    def of(cls, cache: Path) -> "NoOkSubjectsError":
+        """The error for ``cache``, naming how many subjects failed and why, and where to look."""
+        man = read_manifest(cache)
+        if man.empty:
+            return cls(f"{cache} holds no subject yet: run `damt preprocess --input DIR --cache {cache}`")
+        counts = man["reason"].fillna("").value_counts()
+        reasons = ", ".join(f"{n} {r}" for r, n in counts.items() if r)
+        return cls(f"{cache} has no ok subject to train on: all {len(man)} failed in preprocessing ({reasons}); "
+                   f"see why in `damt qc --cache {cache}`, fix the inputs, then run `damt preprocess` again")
+
+
 class MissingTargetsError(FileNotFoundError):
     """A subject store lacks a target array that targets.json declares."""
 
@@ -120,7 +135,7 @@ class CacheDataset(Dataset):
         self.cfg = cfg
         rows = ok_subjects(self.cache)
         if rows.empty:
-            raise ValueError(f"{self.cache}: no ok subjects in the manifest; run `damt preprocess` first")
+            raise NoOkSubjectsError.of(self.cache)
         self.subjects = rows[["subject_id", "cohort", "store"]].reset_index(drop=True)
         # plain paths: a pandas lookup per sample costs a quarter of a millisecond
         self._stores = [self.cache / str(s) for s in self.subjects["store"]]

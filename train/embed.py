@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from damt.cache import open_subject
+from damt.cache import LAYOUT_KEYS, open_subject
 from damt.config import DamtConfig, config_hash, safe_load_yaml, to_dict
 from damt.model import MaskedSwinEncoder
 from preprocess.manifest import ok_subjects
@@ -84,7 +84,7 @@ def cache_mismatch(cache: Path, cfg: DamtConfig) -> list[str]:
     mine = to_dict(cfg)
     return [k for k in config_changes({s: saved.get(s, {}) for s in ("preprocess", "labels")},
                                       {s: mine[s] for s in ("preprocess", "labels")})
-            if not k.startswith(("preprocess.chunk_vox", "preprocess.codec", "preprocess.clevel"))]
+            if not k.startswith(tuple(f"preprocess.{key}" for key in LAYOUT_KEYS))]
 
 
 @torch.inference_mode()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,24 +51,39 @@ class TooManySkips(RuntimeError):
 class RunResult:
     run_dir: Path
     step: int
-    epoch: int
+    epoch: int                 # the epoch of the last step, counted from 1 (Trainer.epoch_number)
     stopped_by: str            # completed | max_steps | SIGTERM | SIGINT
     checkpoint: Path | None
     skipped_steps: int
+    epochs: int = 0            # train.epochs, for "epoch E of N"
+
+
+#: what the first stop signal prints at once (a CPU step can take half a minute)
+STOP_MESSAGES = {
+    "SIGINT": "damt train: stopping after this step and saving a checkpoint; "
+              "press Ctrl-C again to stop without saving",
+    "SIGTERM": "damt train: SIGTERM received: stopping after this step and saving a checkpoint",
+}
 
 
 class StopSignals:
     """Turns SIGTERM/SIGINT into a flag the loop checks after each step (a second SIGINT
-    interrupts at once). Handlers are installed only in the main thread and restored on exit."""
+    interrupts at once). The first signal says so on stderr right away (``announce``: rank 0
+    only, so torchrun prints it once). Handlers are installed only in the main thread and
+    restored on exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, announce: bool = True) -> None:
         self.received: str | None = None
+        self.announce = announce
         self._old: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.received == "SIGINT" and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        first = self.received is None
         self.received = signal.Signals(signum).name
+        if first and self.announce:
+            tqdm.write(STOP_MESSAGES[self.received], file=sys.stderr)
 
     def __enter__(self) -> "StopSignals":
         try:
@@ -139,6 +155,7 @@ class Trainer:
         # run (one more iterator) diverge from a straight one wherever the RNG is used (drop path).
         # Workers reseed themselves from (seed, worker id), so a private generator changes nothing.
         self.loader.generator = torch.Generator().manual_seed(cfg.train.seed)
+        self.steps_per_epoch = len(self.loader)  # the same in every epoch (the last batch is kept)
         t = self.dataset.targets
         self.model = DamtModel(cfg, t.size("morphometry"), t.size("radiomics"),
                                load_label_table(cfg.labels.table).n_classes).to(self.device)
@@ -198,7 +215,17 @@ class Trainer:
         self.saved_step = self.step
         note = f" (config keys changed: {', '.join(changed)})" if changed else ""
         if self.dist.is_main:
-            print(f"damt train: resumed {folder} at step {self.step}, epoch {self.epoch}{note}")
+            print(f"damt train: resumed {folder} at step {self.step} ({self.epoch_text()}){note}")
+
+    def epoch_number(self) -> int:
+        """The epoch of the last step taken, counted from 1 (0 before the first step). The one
+        epoch number every user-facing place shows: metrics.jsonl and TensorBoard, events.jsonl,
+        the progress bar and the messages. (``self.epoch`` is the loop's counter of completed
+        epochs, which the checkpoint keeps for resume.)"""
+        return (self.step - 1) // self.steps_per_epoch + 1 if self.step else 0
+
+    def epoch_text(self) -> str:
+        return f"epoch {self.epoch_number()} of {self.cfg.train.epochs}"
 
     def save(self, keep: bool = False) -> Path:
         """Rank 0 writes the checkpoint of this step; every rank returns once it is complete."""
@@ -231,7 +258,7 @@ class Trainer:
         if not res.applied:
             self.skipped += 1
             ids = [str(self.dataset.subjects.at[int(i), "subject_id"]) for i in views.index.tolist()]
-            report = {"event": "skipped_step", "step": self.step, "epoch": self.epoch,
+            report = {"event": "skipped_step", "step": self.step, "epoch": self.epoch_number(),
                       "loss": res.loss, "losses": res.losses, "grad_norm": res.grad_norm,
                       "subjects": ids, "consecutive": self.consecutive}
             self.logger.event(report)
@@ -244,7 +271,7 @@ class Trainer:
         if self.step % self.cfg.train.log_every_steps:
             return interval
         tasks = [t.name for t in self.model.tasks]
-        record = {"step": self.step, "epoch": self.epoch} | interval.summary(tasks) | {
+        record = {"step": self.step, "epoch": self.epoch_number()} | interval.summary(tasks) | {
             "lr": lr, "wd": wd, "skipped_steps": self.skipped}
         if self.model.weighting is not None:
             record |= {f"weight_{k}": v for k, v in self.model.weighting.effective_weights().items()}
@@ -260,7 +287,7 @@ class Trainer:
                    disable=not self.progress, dynamic_ncols=True)
         stop_reason, interval = "completed", Interval()
         try:
-            with StopSignals() as stop:
+            with StopSignals(announce=self.dist.is_main) as stop:
                 while self.epoch < tc.epochs and stop_reason == "completed":
                     self.sampler.set_epoch(self.epoch)
                     self.dataset.set_epoch(self.epoch)
@@ -279,7 +306,7 @@ class Trainer:
                         self.sampler.advance(len(views.index))
                         interval = self.account(res, views, wait, interval, lr, wd)
                         bar.update(1)
-                        bar.set_postfix(loss=f"{res.loss:.4g}", epoch=self.epoch)
+                        bar.set_postfix(loss=f"{res.loss:.4g}", epoch=f"{self.epoch_number()}/{tc.epochs}")
                         # a signal reaches one rank (or some): all stop after this same step
                         code = dist.max_code(_STOP_CODES.index(stop.received))
                         if code:
@@ -294,7 +321,8 @@ class Trainer:
         finally:
             bar.close()
             self.logger.close()
-        return RunResult(self.run_dir, self.step, self.epoch, stop_reason, path, self.skipped)
+        return RunResult(self.run_dir, self.step, self.epoch_number(), stop_reason, path, self.skipped,
+                         tc.epochs)
 
 
 def train(cfg: DamtConfig, cache: Path | None = None, out: Path | None = None, resume: bool = False,
@@ -309,8 +337,8 @@ def train(cfg: DamtConfig, cache: Path | None = None, out: Path | None = None, r
                           progress=progress)
         if max_steps is not None and trainer.step >= max_steps:
             trainer.logger.close()
-            result = RunResult(trainer.run_dir, trainer.step, trainer.epoch, "max_steps",
-                               latest_checkpoint(trainer.ckpt_dir), trainer.skipped)
+            result = RunResult(trainer.run_dir, trainer.step, trainer.epoch_number(), "max_steps",
+                               latest_checkpoint(trainer.ckpt_dir), trainer.skipped, cfg.train.epochs)
         else:
             result = trainer.run(max_steps)
         finished = True

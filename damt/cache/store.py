@@ -21,7 +21,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+
+from damt.cache.layout import Layout
 
 STORE_FORMAT = "damt-subject-v1"
 SUBJECTS_DIR, STAGING_DIR, TRASH_DIR = "subjects", ".staging", ".trash"
@@ -50,13 +51,6 @@ def array_sha256(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _compressors(codec: str, clevel: int) -> Any:
-    if codec == "none":
-        return None
-    # bit-shuffle suits float16 intensities and small uint8 class ids alike
-    return [BloscCodec(cname=codec, clevel=clevel, shuffle="bitshuffle")]
-
-
 def _fsync_tree(root: Path) -> None:
     """fsync every file and folder under ``root`` so the rename publishes durable data."""
     for dirpath, _, files in os.walk(root):
@@ -76,9 +70,19 @@ def _fsync_tree(root: Path) -> None:
 def clean_debris(cache: Path) -> list[Path]:
     """Remove leftovers of killed runs (``.staging``, ``.trash`` entries). Returns what was removed.
 
+    A complete store in ``.trash`` whose place in ``subjects/`` is empty was caught between the two
+    renames of a replacement (:func:`_commit`): it is moved back instead of removed, so a killed
+    replacement (a relayout above all, which has no inputs to rebuild from) never loses a store.
     Only call this while no other preprocess run writes to the same cache.
     """
     removed = []
+    trash = Path(cache) / TRASH_DIR
+    if trash.is_dir():
+        for entry in trash.iterdir():
+            m = _TRASH_NAME.fullmatch(entry.name)
+            home = Path(cache) / SUBJECTS_DIR / m.group(1) if m and is_valid_id(m.group(1)[:-5]) else None
+            if home is not None and not home.exists() and read_store_attrs(entry) is not None:
+                os.rename(entry, home)
     for sub in (STAGING_DIR, TRASH_DIR):
         folder = Path(cache) / sub
         if folder.is_dir():
@@ -88,14 +92,24 @@ def clean_debris(cache: Path) -> list[Path]:
     return removed
 
 
+#: a replaced store's name in ``.trash``: ``<id>.zarr.<12 hex>`` (see :func:`_commit`)
+_TRASH_NAME = re.compile(r"(.+\.zarr)\.[0-9a-f]{12}")
+
+
 def write_subject_store(cache: Path, subject_id: str, arrays: Mapping[str, np.ndarray],
-                        attrs: Mapping[str, Any], chunk_vox: int, codec: str, clevel: int) -> Path:
+                        attrs: Mapping[str, Any], chunk_vox: int | None, codec: str, clevel: int, *,
+                        slab_vox: int = Layout.slab_vox,
+                        expect_sha256: Mapping[str, str] | None = None) -> Path:
     """Write a complete subject store and publish it atomically. Returns its final path.
 
-    arrays: name -> ndarray. 3-D arrays are chunked ``chunk_vox``³ and compressed; 1-D arrays
-    (targets, presence masks) are stored as one chunk. ``attrs`` must be JSON-serialisable; this
-    function adds ``array_sha256`` (per array), ``store_format`` and, last, ``status = "complete"``.
+    arrays: name -> ndarray. 3-D arrays are chunked and compressed as ``damt.cache.layout.Layout(
+    chunk_vox, slab_vox, codec, clevel)`` says (chunk_vox None: slabs); 1-D arrays (targets,
+    presence masks) are stored as one raw chunk. ``attrs`` must be JSON-serialisable; this function
+    adds ``array_sha256`` (per array), ``store_format``, ``layout`` and, last, ``status =
+    "complete"``. expect_sha256 (a relayout): every array is read back from staging and must hash
+    to these values, else ValueError and nothing is published.
     """
+    layout = Layout(chunk_vox, slab_vox, codec, clevel)
     final = store_path(cache, subject_id)
     staging = Path(cache) / STAGING_DIR / f"{subject_id}.{uuid.uuid4().hex[:12]}.zarr"
     staging.parent.mkdir(parents=True, exist_ok=True)
@@ -104,14 +118,23 @@ def write_subject_store(cache: Path, subject_id: str, arrays: Mapping[str, np.nd
     hashes = {}
     for name, arr in arrays.items():
         arr = np.ascontiguousarray(arr)
-        chunks = tuple(min(chunk_vox, n) for n in arr.shape) if arr.ndim == 3 else arr.shape
+        chunks = layout.chunks(arr.shape) if arr.ndim == 3 else arr.shape
         za = group.create_array(name, shape=arr.shape, dtype=arr.dtype, chunks=chunks,
-                                compressors=_compressors(codec, clevel) if arr.ndim == 3 else None,
+                                compressors=layout.compressors() if arr.ndim == 3 else None,
                                 fill_value=0)
         za[...] = arr
         hashes[name] = array_sha256(arr)
-    group.attrs.update(json.loads(json.dumps(dict(attrs))) | {"array_sha256": hashes,
-                                                             "store_format": STORE_FORMAT})
+    if expect_sha256 is not None:
+        got = {name: array_sha256(group[name][...]) for name in arrays}
+        if got != dict(expect_sha256):
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ValueError(f"{final}: arrays read back from the new layout differ from the recorded "
+                             f"hashes ({sorted(k for k in got if got[k] != expect_sha256.get(k))}); "
+                             f"the store was left as it was")
+    # one zarr.json write for all attributes (attrs.update writes the file once per key)
+    group.update_attributes(json.loads(json.dumps(dict(attrs))) | {"array_sha256": hashes,
+                                                                   "store_format": STORE_FORMAT,
+                                                                   "layout": layout.record()})
     group.attrs["status"] = "complete"  # written last: the store's own completion marker
     _commit(staging, final)
     return final

@@ -58,10 +58,16 @@ class PreprocessConfig:
                               "larger file is refused as too_large before its data is read (a small "
                               ".mgz can decompress to GBs). Not part of the store hash",
                               unit="voxels", lo=1)
-    chunk_vox: int = setting(64, "zarr chunk edge for image and atlas", unit="voxels", lo=8, hi=512)
-    codec: Literal["lz4", "zstd", "none"] = setting(
-        "none", "Blosc codec of the stores (none = raw: a training sample costs ~1.7x less CPU "
-                "than with lz4, for ~3x the disk; see docs/data-loading.md)")
+    # Store layout (damt.cache.layout): not in the preprocess hash; `damt cache relayout` applies a
+    # change to an existing cache from its own stores.
+    chunk_vox: Optional[int] = setting(
+        None, "cube edge of the image/atlas chunks; null = slabs across the longest axis (slab_vox)",
+        unit="voxels", lo=8, hi=512)
+    slab_vox: int = setting(16, "slab thickness along the volume's longest axis (chunk_vox: null)",
+                            unit="voxels", lo=1, hi=512)
+    codec: Literal["lz4hc", "lz4", "zstd", "none"] = setting(
+        "lz4hc", "Blosc codec of image and atlas, byte shuffle (none = raw chunks, ~6x the disk; "
+                 "see docs/data-loading.md)")
     clevel: int = setting(5, "Blosc compression level", lo=0, hi=9)
 
     def _check(self, path: str) -> None:
@@ -241,11 +247,11 @@ class QcConfig:
                                      "qc_outliers.csv); null = <cache>/qc; --out overrides", unit="path")
     z_threshold: float = setting(3.5, "flag a subject when a metric's robust z (median, MAD x 1.4826) "
                                  "exceeds this in absolute value", lo=0.5)
-    min_subjects: int = setting(8, "fewest ok subjects with a value before a metric is scored "
-                                "(a median and MAD of fewer flag noise)", lo=3)
-    z_scope: Literal["all", "cohort"] = setting(
-        "all", "z-scores over all ok subjects, or within each cohort (cohorts from different "
-               "scanners or age ranges)")
+    min_subjects: int = setting(20, "fewest ok subjects with a value before a metric is scored in a "
+                                "group (a median and MAD of fewer flag noise; the report warns with n)", lo=3)
+    z_scope: Literal["all", "cohort", "by"] = setting(
+        "all", "z-scores over all ok subjects, within each cohort, or within each stratum of "
+               "damt qc --csv FILE --by COLUMN (sites, scanners, age groups)")
     volume_structures: list[str] = setting(
         ["Lateral-Ventricle", "Inf-Lat-Vent", "Hippocampus", "Amygdala", "Thalamus",
          "Cerebral-White-Matter", "Cerebellum-Cortex"],

@@ -27,13 +27,16 @@ class MorphometryConfig:
     """The FreeSurfer morphometry vector (stats files, parcellation fallback)."""
 
     enabled: bool = setting(True, "compute the morphometry vector from stats/ and the parcellation")
-    schema: str = setting("damt-v1", "column schema: a built-in name (damt-v1) or a path to a "
-                          "schema TSV (see damt/targets/morphometry-damt-v1.tsv)")
+    schema: str = setting("damt-v1", "column schema: a built-in name (damt-v1: 334 columns from "
+                          "aseg and Desikan stats; original-dkt: the original's 566 from the DKT "
+                          "stats; original-desikan: the same recipe on Desikan stats, 620) or a path "
+                          "to a schema TSV (see damt/targets/morphometry-*.tsv and docs/targets.md)")
     volume_source: Literal["stats", "parcellation"] = setting(
         "stats", "stats: a column's value comes from the stats file, and only where the file or "
                  "the key is missing from voxel counts of the 1 mm parcellation; parcellation: every "
                  "column that the parcellation can give uses voxel counts, even when stats exist "
-                 "(consistent values across cohorts with and without stats files)")
+                 "(consistent values across cohorts with and without stats files); the "
+                 "original-* schemas have no such column")
 
 
 @dataclass(frozen=True)

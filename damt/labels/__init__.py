@@ -15,6 +15,9 @@ import numpy as np
 from damt.datafile import read_versioned
 
 BUILTIN_TABLES = {"damt-v1": Path(__file__).with_name("damt-v1.tsv")}
+#: display colours per class, in a file of their own so the table's sha256 (in the preprocess
+#: config hash) never changes with a colour; a table given by path looks for ``<stem>.colours.tsv``
+COLOURS_SUFFIX = ".colours.tsv"
 MAX_FS_ID = 16384  # FreeSurfer ids in aparc+aseg/aparc.a2009s+aseg stay well below this
 
 
@@ -55,6 +58,37 @@ class LabelTable:
 def load_label_table(name_or_path: str) -> LabelTable:
     """Load and check a table by built-in name (``damt-v1``) or TSV path. Raises LabelTableError."""
     return parse_label_table(*read_versioned(name_or_path, BUILTIN_TABLES, LabelTableError, "label table"))
+
+
+def class_colours(name_or_path: str, table: LabelTable) -> np.ndarray | None:
+    """The display colour of each class of ``table`` (uint8, [n_classes, 3]), from the colour file
+    beside the table (``damt-v1.colours.tsv``: columns class, class_name, fs_id, r, g, b; the
+    FreeSurfer LUT colour of ``fs_id``). None when there is no colour file. Raises LabelTableError
+    when the file does not cover every class once under the table's own class names."""
+    path = BUILTIN_TABLES.get(name_or_path, Path(name_or_path))
+    path = path.with_name(path.name.removesuffix(".tsv") + COLOURS_SUFFIX)
+    if not path.is_file():
+        return None
+    rows = [ln.split("\t") for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    if not rows or rows[0] != ["class", "class_name", "fs_id", "r", "g", "b"]:
+        raise LabelTableError(f"{path.name}: header must be class, class_name, fs_id, r, g, b")
+    rgb = np.full((table.n_classes, 3), -1, dtype=np.int64)
+    for n, row in enumerate(rows[1:], start=2):
+        try:
+            if len(row) != 6:
+                raise ValueError
+            cls, values = int(row[0]), [int(v) for v in row[3:6]]
+        except ValueError:
+            raise LabelTableError(f"{path.name} row {n}: expected class, class_name, fs_id, r, g, b") from None
+        if not 0 <= cls < table.n_classes or table.class_names[cls] != row[1]:
+            raise LabelTableError(f"{path.name} row {n}: {row[:2]} is not a class of label table {table.version}")
+        if (rgb[cls] >= 0).any() or not all(0 <= v <= 255 for v in values):
+            raise LabelTableError(f"{path.name} row {n}: class {cls} listed twice or a colour outside 0..255")
+        rgb[cls] = values
+    missing = [c for c in range(table.n_classes) if rgb[c, 0] < 0]
+    if missing:
+        raise LabelTableError(f"{path.name}: no colour for classes {missing}")
+    return rgb.astype(np.uint8)
 
 
 def parse_label_table(text: str, version: str, sha256: str = "") -> LabelTable:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,10 +24,13 @@ MAD_SCALE = 1.4826
 MEANAD_SCALE = 1.2533
 #: relative floor of the scale: float32 round-off between otherwise equal values is not an outlier
 REL_SCALE_FLOOR = 1e-6
+#: fewer subjects than this give unstable medians and MADs: the report warns even when they are scored
+STABLE_N = 20
 #: metrics scored at once by flag_outliers
 COLUMN_BLOCK = 64
 
 BRAIN_VOLUME = "brain_volume_ml"
+VOLUME_PREFIX = "volume_ml."
 P_LOW, P_HIGH = "intensity.p_low", "intensity.p_high"
 
 
@@ -104,9 +107,30 @@ def structure_classes(table: LabelTable, names: Iterable[str]) -> dict[str, list
     return out
 
 
+def metric_structure(metric: str, table: LabelTable) -> tuple[str, list[int]] | None:
+    """(structure name, its classes) that a scored metric measures, or None (a whole-brain or
+    intensity metric, a radiomics column, a global measure).
+
+    ``volume_ml.<name>``: the classes whose name contains it (both sides); a morphometry column
+    ``morphometry.aseg.<Struct>.<col>`` or ``morphometry.<hemi>.aparc.<region>.<col>``: the class
+    named ``<Struct>`` (FreeSurfer 6's trailing '*' ignored) or ``ctx-<hemi>-<region>``.
+    """
+    parts = metric.split(".")
+    if metric.startswith(VOLUME_PREFIX):
+        name = metric[len(VOLUME_PREFIX):]
+        classes = [c for c, cname in enumerate(table.class_names) if c > 0 and name in cname]
+    elif parts[0] == "morphometry" and len(parts) >= 4 and "measure" not in parts[1:4]:
+        name = parts[2] if parts[1] == "aseg" else f"ctx-{parts[1]}-{parts[3]}" if parts[2] == "aparc" else ""
+        classes = [c for c, cname in enumerate(table.class_names) if c > 0 and name and
+                   cname.rstrip("*") == name.rstrip("*")]
+    else:
+        return None
+    return (name, classes) if classes else None
+
+
 def volume_metric(structure: str) -> str:
     """Column name of a key structure's volume."""
-    return f"volume_ml.{structure}"
+    return f"{VOLUME_PREFIX}{structure}"
 
 
 @dataclass
@@ -156,3 +180,21 @@ def subject_metrics(path: Path, table: LabelTable, structures: Mapping[str, list
     except Exception as err:  # noqa: BLE001 - one unreadable store must not stop the report
         m.error = f"{type(err).__name__}: {err}"
     return m
+
+
+def target_presence(vectors: Sequence[np.ndarray | None], n_columns: int) -> dict[str, Any]:
+    """How much of a target schema the ok subjects have: one row of the report's target table.
+
+    vectors: per ok subject, float [n] with NaN where not present (``SubjectMetrics.targets[kind]``),
+    or None; vectors of another length than ``n_columns`` (a store of another schema) are left out.
+    Returns subjects (counted), present_fraction (present entries / all entries; NaN with no
+    subject), complete (subjects with every column) and none (subjects with no column).
+    """
+    if n_columns < 1:
+        raise ValueError("a target with no columns has no presence to report")
+    counts = np.asarray([np.isfinite(v).sum() for v in vectors if v is not None and len(v) == n_columns],
+                        dtype=np.int64)   # present columns per counted subject
+    if not counts.size:
+        return {"subjects": 0, "present_fraction": float("nan"), "complete": 0, "none": 0}
+    return {"subjects": int(counts.size), "present_fraction": float(counts.sum() / (counts.size * n_columns)),
+            "complete": int((counts == n_columns).sum()), "none": int((counts == 0).sum())}

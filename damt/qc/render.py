@@ -1,5 +1,9 @@
-"""Pictures for the QC report: mid-slice montages as PNG (pillow) and distribution plots as inline
-SVG. No plotting library: the report must open offline, and the plots are simple enough to draw.
+"""Pictures for the QC report: montage planes as PNG (pillow) and distribution plots as inline SVG.
+No plotting library: the report must open offline, and the plots are simple enough to draw.
+
+A montage plane is two PNGs at the store's resolution: the grey image, and the parcellation in
+the label table's colours with a transparent background; the page stacks them (overlay opacity is
+a page control) and scales them up, and draws the orientation letters as text.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from PIL import Image
 #: (name, RAS axis normal to the plane, RAS axis shown left->right, RAS axis shown bottom->top);
 #: neurological convention: the subject's left is on the viewer's left.
 PLANES = (("axial", 2, 0, 1), ("coronal", 1, 0, 2), ("sagittal", 0, 1, 2))
-OVERLAY_ALPHA = 0.45
+#: (negative, positive) pole of each RAS axis
+POLES = (("L", "R"), ("P", "A"), ("I", "S"))
+#: outline colour of the structure that flagged a subject
+FOCUS_RGB = (255, 48, 48)
 #: subjects per cohort above which a strip plot draws a histogram instead of one dot each
 MAX_POINTS = 1500
 OUTLIER_RGB = "#d62728"
@@ -46,15 +53,23 @@ def _ras_axes(axcodes: str) -> list[tuple[int, bool]]:
     return out  # type: ignore[return-value]
 
 
-def mid_slices(arr: Any, axcodes: str) -> list[np.ndarray]:
-    """The axial, coronal and sagittal mid-slices of a 3-D array (numpy or zarr: only the three
-    planes are read), each as a 2-D array in display order (row 0 at the top)."""
+def plane_labels(plane: str) -> dict[str, str]:
+    """The anatomical direction at each edge of a plane as drawn by :func:`slices`:
+    {"left", "right", "top", "bottom"} -> one of L R A P S I."""
+    _, _, horiz, vert = next(p for p in PLANES if p[0] == plane)
+    return {"left": POLES[horiz][0], "right": POLES[horiz][1], "top": POLES[vert][1], "bottom": POLES[vert][0]}
+
+
+def slices(arr: Any, axcodes: str, centre: Sequence[int] | None = None) -> list[np.ndarray]:
+    """The axial, coronal and sagittal planes of a 3-D array (numpy or zarr: only the three planes
+    are read) through the array index ``centre`` (default: the middle of each axis), each as a 2-D
+    array in display order (row 0 at the top; edges as :func:`plane_labels` names them)."""
     ras = _ras_axes(axcodes)
     out = []
     for _, normal, horiz, vert in PLANES:
         axis, _ = ras[normal]
-        index = [slice(None)] * 3
-        index[axis] = arr.shape[axis] // 2
+        index: list[Any] = [slice(None)] * 3
+        index[axis] = arr.shape[axis] // 2 if centre is None else int(centre[axis])
         plane = np.asarray(arr[tuple(index)])
         rest = [a for a in range(3) if a != axis]  # the array axes left in ``plane``, in order
         (h_axis, h_flip), (v_axis, v_flip) = ras[horiz], ras[vert]
@@ -67,32 +82,62 @@ def mid_slices(arr: Any, axcodes: str) -> list[np.ndarray]:
     return out
 
 
-def _square(rgb: np.ndarray, tile: int) -> Image.Image:
-    """An RGB array centred on a black square, resized to ``tile`` pixels."""
-    h, w = rgb.shape[:2]
-    side = max(h, w)
-    canvas = np.zeros((side, side, 3), np.uint8)
-    canvas[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = rgb
-    return Image.fromarray(canvas).resize((tile, tile), Image.Resampling.BILINEAR)
+def mid_slices(arr: Any, axcodes: str) -> list[np.ndarray]:
+    """:func:`slices` through the middle of the array."""
+    return slices(arr, axcodes)
 
 
-def montage_png(images: Sequence[np.ndarray], atlases: Sequence[np.ndarray], colours: np.ndarray,
-                tile: int = 150) -> bytes:
-    """PNG bytes: row 1 the image planes (grey, [0, 1] -> 0..255), row 2 the same planes with the
-    parcellation blended on top. ``images``/``atlases``: matching 2-D planes from :func:`mid_slices`."""
-    sheet = Image.new("RGB", (tile * len(images), tile * 2))
-    for i, (img, lab) in enumerate(zip(images, atlases)):
-        grey = np.clip(np.nan_to_num(np.asarray(img, np.float32)), 0.0, 1.0) * 255.0
-        grey3 = np.repeat(grey[..., None], 3, axis=2)
-        lab = np.asarray(lab).astype(np.int64)
-        colour = colours[np.clip(lab, 0, len(colours) - 1)].astype(np.float32)
-        alpha = np.where(lab > 0, OVERLAY_ALPHA, 0.0)[..., None]
-        blend = grey3 * (1 - alpha) + colour * alpha
-        sheet.paste(_square(grey3.astype(np.uint8), tile), (i * tile, 0))
-        sheet.paste(_square(np.round(blend).astype(np.uint8), tile), (i * tile, tile))
+def focus_point(atlas: np.ndarray, classes: Sequence[int]) -> tuple[int, int, int] | None:
+    """An array index inside a structure, to slice through it: the voxel of the structure's largest
+    class (of ``classes``, e.g. the larger of both hippocampi) nearest that class's centroid (a
+    ventricle is C-shaped: its centroid may lie outside it). None when no class has a voxel.
+
+    atlas: uint8 [X, Y, Z] class ids."""
+    counts = np.bincount(np.asarray(atlas).ravel(), minlength=max(classes) + 1)[list(classes)]
+    if counts.max() == 0:
+        return None
+    voxels = np.argwhere(atlas == classes[int(np.argmax(counts))])
+    near = np.argmin(((voxels - voxels.mean(axis=0)) ** 2).sum(axis=1))
+    return tuple(int(v) for v in voxels[near])  # type: ignore[return-value]
+
+
+def _png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
-    sheet.save(buf, format="PNG", optimize=True)
+    image.save(buf, format="PNG", optimize=True, **({"transparency": 0} if image.mode == "P" else {}))
     return buf.getvalue()
+
+
+def grey_png(plane: np.ndarray) -> bytes:
+    """An image plane ([H, W], values in [0, 1]) as an 8-bit grey PNG at its own resolution (the
+    page scales it; a larger PNG would add bytes, not detail)."""
+    grey = np.clip(np.nan_to_num(np.asarray(plane, np.float32)), 0.0, 1.0) * 255.0
+    return _png(Image.fromarray(np.round(grey).astype(np.uint8), "L"))
+
+
+def labels_png(plane: np.ndarray, colours: np.ndarray) -> bytes:
+    """An atlas plane ([H, W] class ids) as a paletted PNG in the class colours, background (class 0)
+    transparent, so the page can lay it over the image at any opacity. colours: uint8 [n, 3]."""
+    lab = np.clip(np.asarray(plane).astype(np.int64), 0, len(colours) - 1).astype(np.uint8)
+    image = Image.fromarray(lab, "P")
+    pal = np.zeros((256, 3), np.uint8)
+    pal[:len(colours)] = colours[:256]
+    image.putpalette(pal.ravel().tolist())
+    return _png(image)
+
+
+def outline_png(plane: np.ndarray, classes: Sequence[int], rgb: Sequence[int] = FOCUS_RGB) -> bytes:
+    """The outline of the voxels of ``classes`` in an atlas plane ([H, W] class ids) as a paletted
+    PNG, transparent elsewhere: drawn over the overlay, it marks the structure that flagged a
+    subject. A pixel is on the outline when it is in the structure within 2 pixels (4-neighbour
+    steps) of a pixel that is not: two pixels wide, so it stays visible when the page scales it."""
+    mask = np.isin(np.asarray(plane), list(classes))
+    inner = mask
+    for _ in range(2):
+        pad = np.pad(inner, 1)
+        inner = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:] & inner
+    image = Image.fromarray((mask & ~inner).astype(np.uint8), "P")
+    image.putpalette([0, 0, 0, *rgb])
+    return _png(image)
 
 
 def fmt(v: float) -> str:

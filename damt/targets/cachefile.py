@@ -25,11 +25,14 @@ KINDS = ("morphometry", "radiomics")
 @dataclass(frozen=True)
 class CacheTargets:
     """Parsed targets.json. ``names[kind]``: column names in store order; ``stats[kind]``: the
-    normalisation statistics from :func:`damt.targets.normalise.fit` (empty dict: no columns)."""
+    normalisation statistics from :func:`damt.targets.normalise.fit` (empty dict: no columns);
+    ``sources[kind]``: the schema or source of the columns."""
 
     names: dict[str, list[str]]
     stats: dict[str, dict]
     info: dict[str, Any] = field(default_factory=dict)
+    #: where each kind's columns come from: ``freesurfer:<schema>``, ``pyradiomics-glcm``, ``csv``, ``off``
+    sources: dict[str, str] = field(default_factory=dict)
 
     def size(self, kind: str) -> int:
         """Number of columns of ``kind`` (0 when the kind is switched off)."""
@@ -57,12 +60,14 @@ class CacheTargets:
                                        f"{redo}")
             names = {k: list(doc[k]["names"]) for k in KINDS}
             stats = {k: dict(doc[k]["normalisation"]) for k in KINDS}
+            sources = {k: str(doc[k].get("source", "")) for k in KINDS}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             if isinstance(err, TargetsFileError):
                 raise
             raise TargetsFileError(f"{path} cannot be read ({type(err).__name__}: {err}); it is damaged: "
                                    f"{redo}") from None
-        return cls(names=names, stats=stats, info={k: v for k, v in doc.items() if k not in KINDS})
+        return cls(names=names, stats=stats, info={k: v for k, v in doc.items() if k not in KINDS},
+                   sources=sources)
 
 
 def write_targets_json(cache: Path, doc: dict[str, Any]) -> bool:

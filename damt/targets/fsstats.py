@@ -1,6 +1,7 @@
-"""Parse FreeSurfer ``aseg.stats`` and ``?h.aparc.stats`` into named float columns.
+"""Parse FreeSurfer ``aseg.stats``, ``?h.aparc.stats`` and ``?h.aparc.DKTatlas.stats`` into named
+float columns.
 
-Both files are text: ``#`` header lines, among them ``# Measure <name>, <key>, <desc>, <value>,
+All are text: ``#`` header lines, among them ``# Measure <name>, <key>, <desc>, <value>,
 <unit>`` (whole-brain or whole-hemisphere measures) and ``# ColHeaders <col> <col> ...`` naming the
 whitespace-separated table rows that follow. Column names made here:
 
@@ -8,6 +9,11 @@ whitespace-separated table rows that follow. Column names made here:
 * ``aseg.<StructName>.<col>``           e.g. ``aseg.Left-Hippocampus.Volume_mm3``
 * ``<hemi>.aparc.measure.<key>``        e.g. ``lh.aparc.measure.MeanThickness``
 * ``<hemi>.aparc.<StructName>.<col>``   e.g. ``lh.aparc.superiorfrontal.ThickAvg``
+* the same with the file's own stem for other parcellations, e.g.
+  ``lh.aparc.DKTatlas.measure.MeanThickness``, ``lh.aparc.DKTatlas.superiorfrontal.ThickAvg``
+
+A column name thus starts with its file's stem (the file name less ``.stats``);
+:func:`stats_file_of` maps a name back to its file.
 
 Table columns ``Index`` and ``SegId`` (row bookkeeping, not measurements) are skipped; the FreeSurfer
 segment id of each aseg row is kept in :attr:`StatsFile.seg_ids` instead.
@@ -19,7 +25,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: the files of the damt-v1 schema (and the default of read_stats_dir)
 STATS_FILES = ("aseg.stats", "lh.aparc.stats", "rh.aparc.stats")
+#: every stats file a schema may read: aseg tables, Desikan (aparc) and DKT (aparc.DKTatlas, written
+#: by recon-all since FreeSurfer 6) surface tables
+KNOWN_STATS_FILES = (*STATS_FILES, "lh.aparc.DKTatlas.stats", "rh.aparc.DKTatlas.stats")
 _SKIP_COLUMNS = {"Index", "SegId", "StructName"}
 
 
@@ -130,8 +140,9 @@ def parse_aseg_stats(path: Path) -> StatsFile:
     return parse_stats_text(_read(path), "aseg", str(path))
 
 
-def parse_aparc_stats(path: Path, hemi: str) -> StatsFile:
-    """Parse ``<hemi>.aparc.stats`` (names ``<hemi>.aparc.measure.*``, ``<hemi>.aparc.<region>.<col>``).
+def parse_aparc_stats(path: Path, hemi: str, prefix: str | None = None) -> StatsFile:
+    """Parse ``<hemi>.aparc.stats`` (names ``<hemi>.aparc.measure.*``, ``<hemi>.aparc.<region>.<col>``),
+    or another surface table of the same format under ``prefix`` (``lh.aparc.DKTatlas``).
 
     A ``# hemi`` header that disagrees with ``hemi`` is an error (a renamed file).
     """
@@ -142,7 +153,7 @@ def parse_aparc_stats(path: Path, hemi: str) -> StatsFile:
         fields = line[1:].split() if line.startswith("#") else []
         if len(fields) == 2 and fields[0] == "hemi" and fields[1] != hemi:
             raise _fail(str(path), line_no, f"the file says '# hemi {fields[1]}' but is read as {hemi}")
-    return parse_stats_text(text, f"{hemi}.aparc", str(path))
+    return parse_stats_text(text, prefix or f"{hemi}.aparc", str(path))
 
 
 def _read(path: Path) -> str:
@@ -152,23 +163,38 @@ def _read(path: Path) -> str:
         raise _fail(str(path), None, "not UTF-8/ASCII text") from None
 
 
-def read_stats_dir(stats_dir: Path | None) -> tuple[dict[str, float], dict[str, int], list[str]]:
-    """Parse whichever of aseg.stats, lh.aparc.stats, rh.aparc.stats exist in ``stats_dir``.
+def stats_file_of(name: str) -> str | None:
+    """The file of :data:`KNOWN_STATS_FILES` a column name comes from (the longest file stem that
+    the name starts with, so ``lh.aparc.DKTatlas.x.ThickAvg`` is DKT, not Desikan), or None."""
+    stems = [f for f in KNOWN_STATS_FILES if name.startswith(f.removesuffix("stats"))]
+    return max(stems, key=len) if stems else None
+
+
+def read_stats_dir(stats_dir: Path | None, files: tuple[str, ...] = STATS_FILES
+                   ) -> tuple[dict[str, float], dict[str, int], list[str]]:
+    """Parse whichever of ``files`` (names from :data:`KNOWN_STATS_FILES`) exist in ``stats_dir``.
+
+    Only the files asked for are opened, so a broken file that a schema does not use never fails
+    a subject.
 
     Returns (values: name -> float, aseg seg_ids: StructName -> FreeSurfer id, files found).
     A missing file (or ``stats_dir`` None / absent) is not an error; a malformed one raises
     FsStatsError.
     """
+    unknown = sorted(set(files) - set(KNOWN_STATS_FILES))
+    if unknown:
+        raise ValueError(f"unknown stats files {unknown}; known: {', '.join(KNOWN_STATS_FILES)}")
     values: dict[str, float] = {}
     seg_ids: dict[str, int] = {}
     found: list[str] = []
     if stats_dir is None or not Path(stats_dir).is_dir():
         return values, seg_ids, found
-    for name in STATS_FILES:
+    for name in files:
         path = Path(stats_dir) / name
         if not path.is_file():
             continue
-        parsed = parse_aseg_stats(path) if name == "aseg.stats" else parse_aparc_stats(path, name[:2])
+        parsed = parse_aseg_stats(path) if name == "aseg.stats" else \
+            parse_aparc_stats(path, name[:2], name.removesuffix(".stats"))
         values.update(parsed.values)
         seg_ids.update(parsed.seg_ids)
         found.append(name)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import nibabel as nib
 import numpy as np
 import pytest
 
-from damt.labels import LabelTableError, load_label_table, parse_label_table, remap
+from damt.labels import LabelTableError, class_colours, load_label_table, parse_label_table, remap
 
 HEADER = "fs_id\tclass\tclass_name\tfs_name\n"
 
@@ -71,3 +73,46 @@ def test_malformed_tables_rejected(body, match):
 def test_unknown_table_name():
     with pytest.raises(LabelTableError, match="no such built-in label table"):
         load_label_table("damt-v9")
+
+
+def _lut_rgb(data_dir):
+    lut = {}
+    for line in (data_dir / "freesurfer_lut" / "FreeSurferColorLUT.txt").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0].isdigit():
+            lut.setdefault(int(parts[0]), tuple(int(v) for v in parts[2:5]))
+    return lut
+
+
+def test_class_colours_are_the_freesurfer_lut_colours(data_dir, repo):
+    t = load_label_table("damt-v1")
+    rgb = class_colours("damt-v1", t)
+    assert rgb.shape == (101, 3) and rgb.dtype == np.uint8
+    lut = _lut_rgb(data_dir)
+    rows = [ln.split("\t") for ln in (repo / "damt/labels/damt-v1.colours.tsv").read_text().splitlines()
+            if ln and not ln.startswith("#")][1:]
+    for cls, name, fs_id, *_ in rows:  # each colour is its source id's LUT colour, and that id is of the class
+        cls, fs_id = int(cls), int(fs_id)
+        assert tuple(rgb[cls]) == lut[fs_id] and t.classes[list(t.fs_ids).index(fs_id)] == cls
+        assert t.class_names[cls] == name
+    assert tuple(rgb[2]) == (120, 18, 134) and tuple(rgb[0]) == (0, 0, 0)  # Left-Lateral-Ventricle purple
+    # colours live beside the table: the table's hash (in the preprocess config hash) is its own bytes
+    assert t.sha256 == hashlib.sha256((repo / "damt/labels/damt-v1.tsv").read_bytes()).hexdigest()
+
+
+def test_class_colours_of_a_table_by_path(tmp_path):
+    table = tmp_path / "mine.tsv"
+    table.write_text(HEADER + "0\t0\tbg\tUnknown\n2\t1\twm\tWM\n")
+    t = load_label_table(str(table))
+    assert class_colours(str(table), t) is None  # no colour file: the caller picks its own palette
+    colours = tmp_path / "mine.colours.tsv"
+    head = "class\tclass_name\tfs_id\tr\tg\tb\n"
+    colours.write_text(head + "0\tbg\t0\t0\t0\t0\n1\twm\t2\t245\t245\t245\n")
+    assert class_colours(str(table), t).tolist() == [[0, 0, 0], [245, 245, 245]]
+    for body, match in [("0\tbg\t0\t0\t0\t0\n", "no colour for classes \\[1\\]"),
+                        ("0\tbg\t0\t0\t0\t0\n1\tgm\t2\t1\t1\t1\n", "is not a class"),
+                        ("0\tbg\t0\t0\t0\t0\n1\twm\t2\t1\t1\t300\n", "outside 0..255"),
+                        ("0\tbg\t0\t0\t0\n", "expected class")]:
+        colours.write_text(head + body)
+        with pytest.raises(LabelTableError, match=match):
+            class_colours(str(table), t)

@@ -2,13 +2,15 @@
 
 Three cohorts: ``real`` (bert, sub-01, sub-02 and sub-05, which has no parcellation), ``synth``
 (8 ordinary synthetic subjects plus 3 with one injected anomaly each) and ``bad`` (bad input cases,
-one of them ok). The tests score within each cohort: ``real`` has fewer ok subjects than
-``qc.min_subjects`` and is not scored, so its real-vs-synthetic differences flag nothing.
+one of them ok). The tests score within each cohort with ``qc.min_subjects`` lowered to 8: ``real``
+has fewer ok subjects and is not scored, so its real-vs-synthetic differences flag nothing.
 """
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
 import os
 import re
@@ -23,7 +25,9 @@ import zarr
 from PIL import Image
 
 from damt.cli import main
-from damt.config import load_config
+from damt.config import DamtConfig, load_config
+from damt.labels import class_colours, load_label_table
+from damt.qc import mid_slices
 from damt.synth import bad_subject_id, make_bad_case, make_subject
 from preprocess.manifest import read_manifest
 from preprocess.qc import REPORT_HTML, run_qc, verify_cache
@@ -35,7 +39,8 @@ NORMAL = tuple(f"synth-{i:02d}" for i in range(8))
 #: injected outlier -> the metric it must be flagged on
 OUTLIERS = {"out-big": "brain_volume_ml", "out-bright": "intensity.p_high",
             "out-hippo": "morphometry.aseg.Left-Hippocampus.Volume_mm3"}
-QC_SET = ["qc.z_scope=cohort"]
+#: the synth cohort (11 ok) is scored below the default qc.min_subjects (20): the report warns
+QC_SET = ["qc.z_scope=cohort", "qc.min_subjects=8"]
 
 
 def _scale_image(subject, factor: float) -> None:
@@ -76,6 +81,7 @@ def built(data_dir, tmp_path_factory):
     inputs = [str(root / c) for c in ("real", "synth", "bad")]
     # raw chunks (codec none), so the tamper test can edit a chunk file byte-wise
     cfg = load_config(None, [f"data.inputs={json.dumps(inputs)}", "preprocess.codec=none", *QC_SET])
+    assert DamtConfig().qc.min_subjects == 20  # the default the no-flags test relies on
     run_preprocess(cfg, root / "cache", workers=0, progress=False)
     return cfg, root / "cache", root
 
@@ -145,12 +151,108 @@ def zarr_shape(report, sid):
     return zarr.open_group(str(cache / "subjects" / f"{sid}.zarr"), mode="r")["image"].shape
 
 
+def _figures(page: str) -> dict[str, tuple[bool, str]]:
+    """subject id -> (flagged frame, figure markup) of each montage."""
+    out = {}
+    for flag, body in re.findall(r'<figure id="m-\d+" class="(flag)?">(.*?)</figure>', page, re.S):
+        sid = re.search(r'<figcaption><b><a href="#s-\d+"[^>]*>[^/]*/ ([^<]*)</a>', body).group(1)
+        out[html.unescape(sid)] = (bool(flag), body)
+    return out
+
+
+def _png_of(figure: str, kind: str, plane: int = 0) -> Image.Image:
+    uris = re.findall(rf'<img class="{kind}" src="data:image/png;base64,([^"]+)"', figure)
+    return Image.open(io.BytesIO(base64.b64decode(uris[plane])))
+
+
 def test_montage_shows_flagged_subjects_and_a_sample(report, built):
     result, _, _, page = report
-    figures = re.findall(r'<figure class="(flag)?"><img src="data:image/png;base64,', page)
-    flagged = sum(1 for f in figures if f)
+    figures = _figures(page)
+    flagged = {sid for sid, (flag, _) in figures.items() if flag}
     unflagged = result.n_ok - len(result.flagged)
-    assert flagged == len(result.flagged) and len(figures) - flagged == min(built[0].qc.montage_sample, unflagged)
+    assert flagged == set(result.flagged) and len(figures) - len(flagged) == min(built[0].qc.montage_sample, unflagged)
+    for sid, (flag, body) in figures.items():
+        assert body.count('class="plane"') == 3 and ("random sample (mid-planes)" in body) != flag
+
+
+def test_flagged_montage_is_sliced_through_the_flagged_structure(report, built):
+    """out-hippo is flagged on its Left-Hippocampus stats row: its planes go through that structure
+    (the labels PNG holds the class, the outline marks it); a mid-plane montage of the same store
+    does not reach the hippocampus in the axial plane."""
+    cfg, cache, _ = built
+    table = load_label_table(cfg.labels.table)
+    hippo = table.class_names.index("Left-Hippocampus")
+    _, body = _figures(report[3])["out-hippo"]
+    assert "planes through Left-Hippocampus (morphometry.aseg.Left-Hippocampus.Volume_mm3" in body
+    colours = class_colours(cfg.labels.table, table)
+    for plane in range(3):
+        labels = np.asarray(_png_of(body, "lab", plane))  # paletted: pixel value = class id
+        assert (labels == hippo).any(), plane
+        assert np.asarray(_png_of(body, "lab", plane).convert("RGB"))[labels == hippo][0].tolist() == \
+            colours[hippo].tolist()  # the FreeSurfer LUT colour of the class
+        assert (np.asarray(_png_of(body, "focus", plane)) > 0).any()
+    g = zarr.open_group(str(cache / "subjects" / "out-hippo.zarr"), mode="r")
+    assert not (mid_slices(g["atlas"], g.attrs["axcodes"])[0] == hippo).any()
+    # a sample subject: mid-planes, no outline
+    sample = next(b for sid, (f, b) in _figures(report[3]).items() if not f)
+    assert 'class="focus"' not in sample
+
+
+def test_few_subjects_give_a_warning_with_n_and_no_flags(built, tmp_path):
+    """Default qc.min_subjects (20): the 11 synthetic subjects are not scored; the report says so with n."""
+    cfg, cache, _ = built
+    default = load_config(None, ["qc.z_scope=cohort"])
+    result = run_qc(default, cache, out=tmp_path / "qc")
+    page = result.html.read_text()
+    assert result.flagged == [] and not pd.read_csv(result.outliers_csv).shape[0]
+    assert any("cohort 'synth': n = 11, fewer than qc.min_subjects = 20" in w for w in result.warnings)
+    assert any("cohort 'real': n = 3" in w for w in result.warnings)
+    assert 'class="warnbox"' in page and "cohort &#x27;synth&#x27;: n = 11" in page
+
+
+def test_warning_when_scored_below_twenty(report):
+    result = report[0]
+    assert any("cohort 'synth': n = 11: outliers are flagged (qc.min_subjects = 8) but" in w for w in result.warnings)
+
+
+def test_stratify_by_a_column_of_a_user_table(built, tmp_path, capsys):
+    """damt qc --csv FILE --by site: a per-site table and plots, the site in the subject CSV, and
+    with qc.z_scope=by the outliers scored within each site."""
+    cfg, cache, root = built
+    man = read_manifest(cache)
+    sites = dict(zip(man["subject_id"], np.where(man["cohort"] == "synth", "north", "south")))
+    del sites["synth-07"]  # a subject the table does not list; north keeps 10 ok subjects, enough to score
+    table = tmp_path / "sites.csv"
+    table.write_text("subject_id,site,age\n" + "".join(f"{s},{v},{30 + i}\n" for i, (s, v) in enumerate(sites.items())))
+    out = tmp_path / "qc"
+    code = main(["qc", "--cache", str(cache), "--out", str(out), "--csv", str(table), "--by", "site",
+                 "--set", "qc.z_scope=by", "--set", "qc.min_subjects=8"])
+    err = capsys.readouterr().err
+    assert code == 0 and f"1 of {len(man)} subjects have no row" in err
+    assert "site 'north': n = 10: outliers are flagged" in err
+    subjects = pd.read_csv(out / "qc_subjects.csv", dtype={"subject_id": str}).set_index("subject_id")
+    assert subjects.loc["synth-07", "site"] == "(not in table)" and subjects.loc["synth-00", "site"] == "north"
+    page = (out / REPORT_HTML).read_text()
+    per_site = page.split("<h3>Per site (--csv sites.csv)</h3>", 1)[1].split("</table>", 1)[0]
+    for site in ("north", "south", "(not in table)"):
+        found = sum(subjects["site"] == site)
+        assert re.search(rf"<td>{re.escape(html.escape(site))}</td><td class=\"num\">{found}</td>", per_site)
+    assert "Distributions per site" in page and "within each site stratum" in page
+    assert "south (n=" in page and "north (n=" in page  # plot rows are sites
+    # the 3.4x brain is flagged within its site too
+    outliers = pd.read_csv(out / "qc_outliers.csv")
+    assert ((outliers["subject_id"] == "out-big") & (outliers["metric"] == "brain_volume_ml")).any()
+    # a numeric column is cut into ordered groups
+    assert main(["qc", "--cache", str(cache), "--out", str(tmp_path / "qc-age"), "--csv", str(table),
+                 "--by", "age"]) == 0
+    assert "cut into 5 groups" in capsys.readouterr().err
+    # bad use: one line, exit 2
+    assert main(["qc", "--cache", str(cache), "--out", str(out), "--csv", str(table), "--by", "scanner"]) == 2
+    assert "not a covariate column" in capsys.readouterr().err
+    assert main(["qc", "--cache", str(cache), "--out", str(out), "--set", "qc.z_scope=by"]) == 2
+    assert "qc.z_scope" in capsys.readouterr().err
+    assert main(["qc", "--cache", str(cache), "--out", str(out), "--by", "site"]) == 2
+    assert "go together" in capsys.readouterr().err
 
 
 def test_clean_cache_verifies(built, report, capsys):
@@ -167,7 +269,9 @@ def test_verify_catches_stores_tampered_after_the_build(built, tmp_path, capsys)
     copy = tmp_path / "cache"
     shutil.copytree(cache, copy)
     subjects = copy / "subjects"
-    chunk = subjects / "synth-00.zarr" / "image" / "c" / "0" / "0" / "0"
+    # the largest chunk file (a slab at the volume's edge may be all padding, and then is not written)
+    chunk = max((p for p in (subjects / "synth-00.zarr" / "image" / "c").rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
     raw = bytearray(chunk.read_bytes())
     raw[len(raw) // 2:len(raw) // 2 + 64] = b"\x00\x3c" * 32  # 32 voxels set to 1.0 on disk (uncompressed)
     chunk.write_bytes(bytes(raw))
@@ -240,20 +344,93 @@ def chromium() -> str:
     pytest.skip(msg)
 
 
+#: run after the page's own script: measure the montage, the letters, the table and every in-page link,
+#: open and close the enlarged view, and leave the numbers in the DOM for --dump-dom
+MEASURE = """<script>(function(){
+const box=e=>{const b=e.getBoundingClientRect();return [b.left+scrollX,b.top+scrollY,b.width,b.height];};
+const out={figures:[...document.querySelectorAll('.montage figure')].map(f=>({id:f.id,planes:
+ [...f.querySelectorAll('.plane')].map(p=>({name:p.dataset.plane,box:box(p),img:box(p.querySelector('img.img')),
+ letters:[...p.querySelectorAll('.ol')].map(o=>[o.textContent,box(o)])}))}))};
+out.links=[...document.querySelectorAll('a[href^="#"]')].map(a=>[a.getAttribute('href'),
+ !!document.getElementById(a.getAttribute('href').slice(1))]);
+const t=document.getElementById('subjects'),wrap=t.parentElement;
+out.table={cols:t.tHead.rows[0].cells.length,rows:t.tBodies[0].rows.length,over:wrap.scrollWidth>wrap.clientWidth};
+document.getElementById('allcols').click();
+out.table.allCols=t.tHead.rows[0].cells.length;out.table.allOver=wrap.scrollWidth>wrap.clientWidth;
+document.getElementById('keycols').click();
+const lb=document.getElementById('lightbox');document.querySelector('.montage .planes').click();
+out.lightbox={open:!lb.hidden,plane:box(lb.querySelector('.plane')),letters:lb.querySelectorAll('.ol').length};
+lb.click();out.lightbox.closed=lb.hidden;
+const a=document.querySelector('#flagged a[href^="#s-"]');a.click();window.dispatchEvent(new HashChangeEvent('hashchange'));
+out.pin={href:a.getAttribute('href'),rows:[...t.tBodies[0].rows].map(r=>[r.id,r.className])};
+const pre=document.createElement('pre');pre.id='measure';pre.textContent=JSON.stringify(out);document.body.appendChild(pre);
+})();</script>"""
+
+
 def test_html_renders_in_headless_chromium(chromium, report, tmp_path):
-    browser = chromium
-    page = report[0].html
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    """The report in a real browser: not blank; montage planes of >= 256 px with the L/R, A/P, S/I
+    letters on their edges (DOM and screenshot); every in-page link has its target; a link to a
+    subject row shows that row; the compact table fits the window; a click enlarges a montage.
+    Two browser runs: the DOM after a measuring script, and one screenshot."""
+    page = tmp_path / "measured.html"  # the measuring script follows a link: screenshots use the report itself
+    page.write_text(report[3].replace("</body>", MEASURE + "</body>"))
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'profile'}"]
-    png = tmp_path / "shot.png"
-    subprocess.run([*flags, f"--screenshot={png}", "--window-size=1280,2000", page.as_uri()],
-                   check=True, capture_output=True, timeout=120)
-    pixels = np.asarray(Image.open(png).convert("RGB"))
-    assert pixels.shape[:2] == (2000, 1280)
-    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200, "blank screenshot"
-    # the subject table is drawn by the page's script: after it ran, the rows are in the DOM
-    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], check=True, capture_output=True, text=True,
-                         timeout=120).stdout
-    body = dom.split('<table id="subjects">', 1)[1].split("</table>", 1)[0]
-    assert body.count("<tr") == 1 + report[0].n_subjects and "out-hippo" in body
+             "--window-size=1280,2000", f"--user-data-dir={tmp_path / 'profile'}"]
+
+    def dom(url: str) -> str:
+        return subprocess.run([*flags, "--dump-dom", url], check=True, capture_output=True, text=True,
+                              timeout=120).stdout
+
+    def shot(height: int) -> np.ndarray:
+        png = tmp_path / f"shot{height}.png"
+        subprocess.run([*flags, f"--window-size=1280,{height}", f"--screenshot={png}", report[0].html.as_uri()],
+                       check=True, capture_output=True, timeout=120)
+        return np.asarray(Image.open(png).convert("RGB"))
+
+    text = dom(page.as_uri())
+    m = json.loads(html.unescape(re.search(r'<pre id="measure">(.*?)</pre>', text, re.S).group(1)))
+    # the subject table is drawn by the page's script: after it ran, every row was in the DOM (the
+    # dump shows the state after the measuring script followed a link: that one row)
+    assert m["table"]["rows"] == report[0].n_subjects
+    body = text.split('<table id="subjects">', 1)[1].split("</table>", 1)[0]
+    assert body.count("<tr") == 2 and "out-hippo" in body  # the largest |z|: first in the flagged table
+
+    # montage: three planes of at least 256 px, each with its four edge letters on the right edges
+    expected = {"axial": "LRAP", "coronal": "LRSI", "sagittal": "PASI"}
+    assert len(m["figures"]) >= len(report[0].flagged) > 0
+    for fig in m["figures"]:
+        assert [p["name"] for p in fig["planes"]] == ["axial", "coronal", "sagittal"]
+        for p in fig["planes"]:
+            x, y, w, h = p["box"]
+            assert w >= 256 and h >= 256 and p["img"][2:] == [w, h], p
+            letters = {t: (lx + lw / 2 - x, ly + lh / 2 - y) for t, (lx, ly, lw, lh) in p["letters"]}
+            assert "".join(letters) == expected[p["name"]]
+            left, right, top, bottom = (letters[c] for c in expected[p["name"]])
+            assert left[0] < w * 0.1 and right[0] > w * 0.9 and top[1] < h * 0.1 and bottom[1] > h * 0.9
+            assert abs(left[1] - h / 2) < 5 and abs(top[0] - w / 2) < 5
+    # click to enlarge: a bigger copy with its letters, closed by a click
+    assert m["lightbox"]["open"] and m["lightbox"]["plane"][2] > 1.3 * 256 and m["lightbox"]["letters"] == 12
+    assert m["lightbox"]["closed"]
+    # every in-page link has a target: outlier rows -> table rows (#s-) and montages (#m-), and back
+    hrefs = {h for h, _ in m["links"]}
+    assert all(ok for _, ok in m["links"]), [h for h, ok in m["links"] if not ok]
+    rows = {int(h[3:]) for h in hrefs if h.startswith("#s-")}
+    assert any(h.startswith("#m-") for h in hrefs) and len(rows) >= len(report[0].flagged)
+    # the compact table fits 1280 px; all columns are one click away (and would not fit)
+    assert not m["table"]["over"] and m["table"]["allOver"] and m["table"]["allCols"] > m["table"]["cols"] >= 8
+
+    # following an outlier's subject link shows that row, whatever the filters, and marks it
+    assert m["pin"]["rows"] == [[m["pin"]["href"][1:], "ok flag target"]]
+
+    # the screenshot: not blank, and the first plane where the DOM says, at that size, letters drawn on it
+    x, y, w, h = (round(v) for v in m["figures"][0]["planes"][0]["box"])
+    pixels = shot(y + h + 40)
+    top = pixels[:2000]
+    assert top.std() > 20 and len(np.unique(top.reshape(-1, 3), axis=0)) > 200, "blank screenshot"
+    plane = pixels[y:y + h, x:x + w].astype(int)
+    assert (plane[2:6, 2:6] < 10).all() and (pixels[y + 2, x - 4] > 200).all()  # black box, white frame
+    assert (plane[:, :, 0] - plane[:, :, 2] > 80).sum() > 20            # yellow letters
+    assert (np.abs(plane[:, :, 0] - plane[:, :, 1]) > 40).sum() > 500    # coloured overlay
+    grey = (np.abs(plane - plane.mean(axis=2, keepdims=True)).max(axis=2) < 6) & (plane.mean(axis=2) > 60)
+    assert grey.sum() > 2000                                             # the T1 itself

@@ -49,8 +49,10 @@ def test_store_contract(built):
     g = open_subject(cache / man.loc["bert", "store"])
     img, atlas = g["image"], g["atlas"]
     assert img.dtype == np.float16 and atlas.dtype == np.uint8 and img.shape == atlas.shape
-    assert min(img.shape) >= 128 and img.chunks == (64, 64, 64)
+    # the default layout: slabs 16 voxels thick across the longest axis (y: 156), whole on x and z
+    assert min(img.shape) >= 128 and img.shape[1] == max(img.shape) and img.chunks == (img.shape[0], 16, img.shape[2])
     a = read_store_attrs(cache / man.loc["bert", "store"])
+    assert a["layout"] == {"chunks": "slab", "slab_vox": 16, "codec": "lz4hc", "clevel": 5, "shuffle": "shuffle"}
     assert a["spacing_mm"] == 1.25 and a["original_axcodes"] == "LIA" and a["axcodes"] == "RAS"
     assert a["label_table"]["version"] == "damt-v1" and a["input_hash"] == man.loc["bert", "input_hash"]
     assert a["config_hash"] == man.loc["bert", "config_hash"] and a["software_version"]

@@ -4,6 +4,7 @@ parcellation fallback, CSV import, and refits that rewrite no subject store."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -11,10 +12,12 @@ import pytest
 import torch
 
 from damt.cache import open_subject
+from damt.cli import main
 from damt.config import load_config
 from damt.targets.cachefile import CacheTargets
 from preprocess.manifest import read_manifest
 from preprocess.run import run_preprocess
+from original_recipe import dkt_from_desikan, recipe
 
 
 def _cfg(*inputs, extra=()):
@@ -164,3 +167,51 @@ def test_targets_are_deterministic(built, cohort, tmp_path):
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
     assert (cache / "targets.json").read_text() == (tmp_path / "again" / "targets.json").read_text()
+
+
+@pytest.fixture(scope="module")
+def original_cohort(data_dir, tmp_path_factory):
+    """Two cohort roots: bert (Desikan tables, plus DKT tables written from them) and sub-02
+    (aseg.stats only)."""
+    root = tmp_path_factory.mktemp("original")
+    shutil.copytree(data_dir / "fs_bert" / "bert", root / "a" / "bert")
+    stats = root / "a" / "bert" / "stats"
+    for hemi in ("lh", "rh"):
+        desikan = (stats / f"{hemi}.aparc.stats").read_text()
+        (stats / f"{hemi}.aparc.DKTatlas.stats").write_text(dkt_from_desikan(desikan))
+    shutil.copytree(data_dir / "fs_training_data" / "sub-02", root / "b" / "sub-02")
+    return root
+
+
+@pytest.mark.parametrize("schema, table, n, cohorts", [("original-desikan", "aparc", 620, ("a", "b")),
+                                                       ("original-dkt", "aparc.DKTatlas", 566, ("a",))])
+def test_original_schemas_through_the_cli(original_cohort, tmp_path, schema, table, n, cohorts):
+    """`damt preprocess --set targets.morphometry.schema=...` writes the original's named columns:
+    bert's equal its stats cells (x20 for the local curvature), sub-02's are not present (never 0-filled)."""
+    cache = tmp_path / "cache"
+    inputs = [a for c in cohorts for a in ("--input", str(original_cohort / c))]
+    assert main(["preprocess", *inputs, "--cache", str(cache), "--workers", "0", "--quiet",
+                 "--set", f"targets.morphometry.schema={schema}", "--set", "targets.radiomics.enabled=false"]) == 0
+    man = read_manifest(cache).set_index("subject_id")
+    doc = json.loads((cache / "targets.json").read_text())
+    names = doc["morphometry"]["names"]
+    assert len(names) == n and doc["morphometry"]["source"] == f"freesurfer:{schema}"
+    stats = original_cohort / "a" / "bert" / "stats"
+    expected_names, expected = recipe((stats / f"lh.{table}.stats").read_text(),
+                                      (stats / f"rh.{table}.stats").read_text())
+    assert names == expected_names
+    bert = _arrays(cache, man, "bert")
+    assert bert["morphometry_present"].all()
+    np.testing.assert_array_equal(bert["morphometry"], expected.astype(np.float32))
+    assert CacheTargets.load(cache).size("morphometry") == n   # the head size follows the schema
+    if "b" in cohorts:
+        sub02 = _arrays(cache, man, "sub-02")
+        assert not sub02["morphometry_present"].any() and (sub02["morphometry"] == 0).all()
+        assert doc["morphometry"]["present_fraction"] == [0.5] * n
+        # the QC report's target table: the schema's present fraction over the ok subjects
+        assert main(["qc", "--cache", str(cache), "--out", str(tmp_path / "qc")]) == 0
+        page = (tmp_path / "qc" / "qc_report.html").read_text()
+        table = re.search(r'<table id="targets">.*?</table>', page, re.S).group(0)
+        row = re.search(r"<tr><td>morphometry</td>(.*?)</tr>", table).group(1)
+        assert row == (f'<td>freesurfer:{schema}</td><td class="num">{n}</td><td class="num">2</td>'
+                       '<td class="num">0.5</td><td class="num">1</td><td class="num">1</td>')

@@ -5,6 +5,7 @@ its resume, and the loader benchmark."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -306,12 +307,42 @@ def test_dataset_cohorts_feed_the_balanced_sampler(ds):
 
 # ---- benchmark -------------------------------------------------------------------------------
 
-def test_bench_loader_reports_ours_floor_chain_and_ratio(cache, tiny_cfg):
+@pytest.fixture(scope="module")
+def old_layout_cache(cache, tiny_cfg, tmp_path_factory):
+    """The same cache re-laid out into the old layout (64³ chunks, no codec)."""
+    from preprocess.relayout import run_relayout
+
+    old = tmp_path_factory.mktemp("old_layout") / "cache"
+    shutil.copytree(cache, old)
+    cfg = load_config(None, ["preprocess.codec=none", "preprocess.chunk_vox=64"])
+    assert run_relayout(cfg, old, progress=False).rewritten == 3
+    return old
+
+
+@pytest.mark.parametrize("reader", ["tensorstore", "zarr"])
+def test_samples_are_the_same_from_any_store_layout(cache, old_layout_cache, tiny_cfg, reader):
+    cfg = dataclasses.replace(tiny_cfg, loader=dataclasses.replace(tiny_cfg.loader, reader=reader))
+    new, old = CacheDataset(cache, cfg), CacheDataset(old_layout_cache, cfg)
+    meta = [json.loads((c / "subjects" / "bert.zarr" / "image" / "zarr.json").read_text())
+            for c in (cache, old_layout_cache)]
+    assert meta[0]["chunk_grid"] != meta[1]["chunk_grid"] and meta[0]["codecs"] != meta[1]["codecs"]
+    for key in range(7):
+        assert _equal(new[key], old[key])
+
+
+def test_bench_loader_reports_ours_floor_chain_and_ratio(cache, old_layout_cache, tiny_cfg):
     from train.bench_loader import bench_loader
 
-    rows = list(bench_loader(tiny_cfg, [cache], limit=1, repeats=1, chain_repeats=1, rounds=1))
+    rows = list(bench_loader(tiny_cfg, [cache, old_layout_cache], limit=1, repeats=1, chain_repeats=1, rounds=1))
     stages = [r["stage"] for r in rows]
-    assert stages == ["damt", "damt", "targets_table", "floor", "views", "monai_chain", "ratio"]
-    assert {r["reader"] for r in rows[:2]} == {"tensorstore", "zarr"}
-    assert all(r.get("cpu_ms_per_sample", r.get("cpu_ms_per_subject")) > 0 for r in rows[:6])
+    assert stages == ["damt"] * 4 + ["store_size", "store_size", "layout_ratio", "targets_table", "floor", "views",
+                                     "monai_chain", "ratio"]
+    assert [(r["reader"], r["layout"]) for r in rows[:4]] == [
+        ("tensorstore", "slab16 lz4hc-5"), ("zarr", "slab16 lz4hc-5"), ("tensorstore", "cube64 none"),
+        ("zarr", "cube64 none")]
+    assert all(r.get("cpu_ms_per_sample", r.get("cpu_ms_per_subject")) > 0 for r in rows if "cpu_ms" in str(r))
+    new, old = rows[4], rows[5]
+    assert new["stores"] == old["stores"] == 3 and new["chunk_shape"][1] == 16
+    assert new["mb_per_subject"] < 2.0 < old["mb_per_subject"] / 3  # real subjects: the issue's target
+    assert rows[6]["cpu_over_first_cache"] > 0 and rows[6]["cache"] == str(old_layout_cache)
     assert rows[-1]["monai_chain_over_damt_cpu"] > 1
