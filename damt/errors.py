@@ -35,6 +35,10 @@ class TargetsFileError(ValueError):
     """``<cache>/targets.json`` is missing or cannot be read; says how to get a good one."""
 
 
+class TargetsFileMissingError(TargetsFileError, FileNotFoundError):
+    """``<cache>/targets.json`` does not exist (a FileNotFoundError too, as it always was)."""
+
+
 class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written (e.g. the disk is full); nothing partial was left behind."""
 

@@ -18,8 +18,7 @@ from typing import Any, Callable, Iterator
 from tqdm import tqdm
 
 from damt.cache import LAYOUT_KEYS, STORE_FORMAT, Layout, clean_debris, read_store_attrs
-from damt.config import DamtConfig, config_hash, dump_config, to_dict
-from damt.config import ConfigError
+from damt.config import ConfigError, DamtConfig, config_hash, dump_config, to_dict
 from damt.errors import CacheBusyError, CacheWriteError, SubjectError, write_error
 from damt.labels import LabelTable, load_label_table
 from preprocess.cluster import cluster_rows, worker_died_error, worker_died_stale, worker_limit_token

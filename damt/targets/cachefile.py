@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from damt.errors import TargetsFileError
+from damt.errors import TargetsFileError, TargetsFileMissingError
 from damt.targets.normalise import apply
 from damt.atomic import write_text_atomic
 
@@ -49,8 +49,8 @@ class CacheTargets:
         """Read ``<cache>/targets.json``; TargetsFileError with advice if it is missing or damaged."""
         path = Path(cache) / TARGETS_JSON
         if not path.is_file():
-            raise TargetsFileError(f"{path} is missing: run `damt preprocess` on this cache first (a run "
-                                   f"still in progress writes it when it ends)")
+            raise TargetsFileMissingError(f"{path} is missing: run `damt preprocess` on this cache first "
+                                          f"(a run still in progress writes it when it ends)")
         redo = ("rerun `damt preprocess` with the same inputs: it rewrites targets.json from the stores "
                 "without rebuilding them")
         try:
