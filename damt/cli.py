@@ -15,6 +15,24 @@ from damt import __version__
 from damt.config import ConfigError, DamtConfig, dump_config, load_config
 
 
+def _path(value: str) -> str:
+    """argparse type of a path flag: an empty path would mean the current folder, silently."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("may not be an empty path")
+    return value
+
+
+def _workers(value: str) -> int:
+    """argparse type of --workers: a count of worker processes, 0 = in this process."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (in this process) or more, got {n}")
+    return n
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", default=None,
                    help="pipeline config YAML (default: ./pipeline.yaml if present, else built-in defaults)")
@@ -59,6 +77,10 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         print(f"damt preprocess: {err}", file=sys.stderr)
         return err.exit_code
     print(summary.table())
+    if summary.unwritten:  # the cache's disk, not the inputs: the run did not finish its job
+        print(f"damt preprocess: error: {summary.unwritten} subject(s) could not be written to the cache "
+              f"(disk_full / read_only rows); fix the cache's file system and rerun", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -67,13 +89,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:
         extra.append(f"train.out_dir={json.dumps(args.out)}")
     cfg = _load(args, extra)
+    from damt.errors import NonFiniteStateError  # noqa: PLC0415
     from train.data import NoOkSubjectsError  # noqa: PLC0415
     from train.loop import TooManySkips, train  # noqa: PLC0415
 
     try:
         result = train(cfg, resume=args.resume, max_steps=args.max_steps,
                        allow_config_change=args.allow_config_change, progress=not args.quiet)
-    except TooManySkips as err:
+    except (TooManySkips, NonFiniteStateError) as err:
         print(f"damt train: stopped: {err}", file=sys.stderr)
         return 3
     except NoOkSubjectsError as err:
@@ -219,8 +242,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (the usage is one --help away)."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="damt", description="DAMT: multi-task self-supervised pretraining of a 3D Swin encoder on "
                                  "FreeSurfer-processed brain MRI. Docs: README.md and docs/.")
     parser.add_argument("--version", action="version", version=f"damt {__version__}")
@@ -229,9 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preprocess", help="FreeSurfer subjects -> validated zarr cache + manifest")
     _config_args(p)
     p.add_argument("--input", action="append", metavar="[NAME=]DIR",
-                   help="cohort root in SUBJECTS_DIR layout (repeatable; replaces data.inputs)")
-    p.add_argument("--cache", metavar="DIR", help="cache folder (data.cache_dir)")
-    p.add_argument("--workers", type=int, default=None,
+                   type=_path, help="cohort root in SUBJECTS_DIR layout (repeatable; replaces data.inputs)")
+    p.add_argument("--cache", metavar="DIR", type=_path, help="cache folder (data.cache_dir)")
+    p.add_argument("--workers", type=_workers, default=None,
                    help="local dask worker processes (dask.workers; 0 = run in this process)")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="use a running dask.distributed scheduler instead of a local cluster")
@@ -240,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("qc", help="dataset QC report (HTML + CSV) of a cache; --verify checks every store")
     _config_args(p)
-    p.add_argument("--cache", metavar="DIR", help="cache folder (data.cache_dir)")
-    p.add_argument("--out", metavar="DIR", help="report folder (qc.out_dir; default <cache>/qc)")
+    p.add_argument("--cache", metavar="DIR", type=_path, help="cache folder (data.cache_dir)")
+    p.add_argument("--out", metavar="DIR", type=_path, help="report folder (qc.out_dir; default <cache>/qc)")
     p.add_argument("--verify", action="store_true",
                    help="re-read every ok store and check it against the cache contract; exit 1 on a mismatch")
     p.add_argument("--csv", metavar="FILE", help="your table of subjects (CSV, or TSV such as participants.tsv): "
@@ -254,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "layout (preprocess.chunk_vox/slab_vox/codec/clevel) from its own arrays")
     p.add_argument("action", choices=["relayout"], help="what to do")
     _config_args(p)
-    p.add_argument("--cache", metavar="DIR", help="cache folder (data.cache_dir)")
+    p.add_argument("--cache", metavar="DIR", type=_path, help="cache folder (data.cache_dir)")
     p.add_argument("--workers", type=int, default=1, help="processes rewriting stores (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_cache)
@@ -264,15 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", action="append", metavar="[NAME=]DIR",
                    help="run on your own FreeSurfer subjects instead of the embedded cohort")
     p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    p.add_argument("--workers", type=int, default=None, help="local dask workers")
+    p.add_argument("--workers", type=_workers, default=None, help="local dask workers")
     p.add_argument("--steps", type=int, default=None,
                    help="training steps of the demo run (default: the demo's own, a few minutes)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="multi-task pretraining from a cache (resumable)")
     _config_args(p)
-    p.add_argument("--cache", metavar="DIR", help="cache folder (data.cache_dir)")
-    p.add_argument("--out", metavar="DIR", help="run directory (train.out_dir)")
+    p.add_argument("--cache", metavar="DIR", type=_path, help="cache folder (data.cache_dir)")
+    p.add_argument("--out", metavar="DIR", type=_path, help="run directory (train.out_dir)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run directory's latest complete checkpoint")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
@@ -302,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="encoder weights for MONAI SwinUNETR (+ SSL state dict, JSON sidecar)")
     p.add_argument("checkpoint", metavar="CHECKPOINT|RUN_DIR",
                    help="a checkpoint folder, or a run directory (its latest complete checkpoint)")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="folder for the exported files")
+    p.add_argument("out_dir", metavar="OUT_DIR", type=_path, help="folder for the exported files")
     p.add_argument("--cache", metavar="DIR", default=None,
                    help="training cache, to record its preprocess hash and target names "
                         "(default: the checkpoint config's data.cache_dir, if it exists)")
@@ -318,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("embed", help="pooled encoder embeddings per subject (parquet), centre crops")
     downstream_args(p)
-    p.add_argument("--out", required=True, metavar="FILE", help="output parquet file")
+    p.add_argument("--out", required=True, metavar="FILE", type=_path, help="output parquet file")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("probe", help="linear probe of a target from embeddings: pretrained vs random init")
@@ -334,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
     p.add_argument("--alpha", type=float, default=None,
                    help="L2 strength (default: ridge picks it by leave-one-out; logistic uses 1.0)")
-    p.add_argument("--out", required=True, metavar="REPORT.json", help="the JSON report")
+    p.add_argument("--out", required=True, metavar="REPORT.json", type=_path, help="the JSON report")
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("config", help="print the resolved, validated config (or its reference table)")
@@ -349,10 +379,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from damt.labels import LabelTableError  # noqa: PLC0415
     from damt.targets import FsStatsError, SchemaError, TissueTableError  # noqa: PLC0415
     from damt.targets.csv_import import CsvImportError  # noqa: PLC0415
-    from damt.errors import CacheBusyError  # noqa: PLC0415
+    from damt.errors import (CacheBusyError, CacheWriteError, CheckpointWriteError,  # noqa: PLC0415
+                             CorruptCheckpointError, ManifestError, TargetsFileError)
     from damt.qc.strata import StrataError  # noqa: PLC0415
 
-    return (LabelTableError, SchemaError, TissueTableError, CsvImportError, FsStatsError, CacheBusyError, StrataError)
+    return (LabelTableError, SchemaError, TissueTableError, CsvImportError, FsStatsError, CacheBusyError,
+            StrataError, CacheWriteError, ManifestError, CheckpointWriteError, CorruptCheckpointError,
+            TargetsFileError)
 
 
 def main(argv: list[str] | None = None) -> int:

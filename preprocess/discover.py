@@ -53,7 +53,10 @@ def parse_cohorts(inputs: list[str]) -> list[Cohort]:
     a missing folder or a name used twice."""
     cohorts: list[Cohort] = []
     for item in inputs:
-        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        # NAME=PATH splits at the first '=' (a name never holds one); a folder that exists as given
+        # is a PATH even when it holds '=' itself
+        name, _, path = item.partition("=") if "=" in item and not Path(item).expanduser().is_dir() \
+            else ("", "", item)
         root = Path(path).expanduser()
         name = name or root.resolve().name
         if not is_valid_id(name):
@@ -67,12 +70,23 @@ def parse_cohorts(inputs: list[str]) -> list[Cohort]:
 
 
 def _first_existing(folder: Path, stems: list[str], extensions: list[str]) -> Path | None:
+    """The first ``<stem><ext>`` present in ``folder``. Present means any entry, also a FIFO or a
+    broken link: its task then fails with ``not_a_file`` naming it, instead of silently taking the
+    next name or calling the image missing."""
     for stem in stems:
         for ext in extensions:
             p = folder / f"{stem}{ext}"
-            if p.is_file():
+            if os.path.lexists(p):
                 return p
     return None
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """``entry.is_dir()``, False for a symlink loop or an unreadable entry (discovery never stops)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _subject(cohort: Cohort, name: str, cfg: DataConfig) -> SubjectInput:
@@ -98,7 +112,7 @@ def discover(cohorts: list[Cohort], cfg: DataConfig, taken: dict[str, str] | Non
     found: list[SubjectInput] = []
     for cohort in cohorts:
         names = sorted(e.name for e in os.scandir(cohort.root)
-                       if e.is_dir() and not e.name.startswith(".")
+                       if _is_dir(e) and not e.name.startswith(".")
                        and not any(fnmatch.fnmatch(e.name, pat) for pat in cfg.exclude))
         for name in names:
             if not is_valid_id(name):
@@ -131,7 +145,7 @@ def require_subjects(cohorts: list[Cohort], cfg: DataConfig) -> None:
             entries = sorted(os.scandir(root), key=lambda e: e.name)
         except OSError as err:
             raise ConfigError("data.inputs", f"cohort root {root} cannot be listed: {err.strerror}") from None
-        dirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
+        dirs = [e for e in entries if _is_dir(e) and not e.name.startswith(".")]
         excluded = [e.name for e in dirs if any(fnmatch.fnmatch(e.name, pat) for pat in cfg.exclude)]
         if any(_looks_like_subject(Path(e.path)) for e in dirs if e.name not in excluded):
             continue
@@ -147,7 +161,7 @@ def require_subjects(cohorts: list[Cohort], cfg: DataConfig) -> None:
         elif not entries:
             found = f"{root} is empty"
         else:
-            names = [e.name + ("/" if e.is_dir() else "") for e in entries[:8]]
+            names = [e.name + ("/" if _is_dir(e) else "") for e in entries[:8]]
             found = (f"{root} holds {', '.join(names)}{', ...' if len(entries) > 8 else ''}, "
                      f"and no <subject>/mri/ folder")
             if excluded:
@@ -157,6 +171,6 @@ def require_subjects(cohorts: list[Cohort], cfg: DataConfig) -> None:
 
 def _subdirs(folder: Path) -> list[os.DirEntry]:
     try:
-        return [e for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")]
+        return [e for e in os.scandir(folder) if _is_dir(e) and not e.name.startswith(".")]
     except OSError:
         return []

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
+
+from damt.atomic import atomic_write
+from damt.errors import ManifestError
 
 MANIFEST = "manifest.parquet"
 
@@ -26,7 +28,13 @@ def read_manifest(cache: Path) -> pd.DataFrame:
     path = Path(cache) / MANIFEST
     if not path.is_file():
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
-    df = pd.read_parquet(path)
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise ManifestError(
+            f"{path} cannot be read ({type(err).__name__}: {err}); it is damaged (e.g. truncated). To "
+            f"recover, move it aside (mv {path} {path}.damaged) and rerun damt preprocess with the same "
+            f"inputs: the subject stores are complete on their own and the manifest is rebuilt") from None
     for c, t in COLUMNS.items():  # files from older versions lack newer columns
         if c not in df:
             df[c] = pd.Series(dtype=t)
@@ -46,17 +54,18 @@ def to_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def write_manifest(cache: Path, df: pd.DataFrame) -> Path:
-    """Write ``df`` as the manifest atomically (temp file in the same folder, fsync, rename)."""
-    path = Path(cache) / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.{uuid.uuid4().hex[:8]}.tmp")
-    df.to_parquet(tmp, index=False)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return path
+    """Write ``df`` as the manifest atomically (temp file in the same folder, fsync, rename). A
+    write that fails (a full disk) leaves the old manifest and no temporary file behind."""
+
+    def write(tmp: Path) -> None:
+        df.to_parquet(tmp, index=False)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    return atomic_write(Path(cache) / MANIFEST, write)
 
 
 def ok_subjects(cache: Path) -> pd.DataFrame:

@@ -8,8 +8,6 @@ outliers, renders the montage from three planes per subject (preprocess/qc_figur
 
 from __future__ import annotations
 
-import fcntl
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,6 +19,7 @@ import pandas as pd
 
 import damt
 from damt.cache import is_valid_id, store_path
+from damt.cache.lock import preprocess_running
 from damt.cache.store import SUBJECTS_DIR
 from damt.config import ConfigError, DamtConfig
 from damt.errors import REASONS
@@ -32,6 +31,7 @@ from damt.targets.cachefile import KINDS, TARGETS_JSON, CacheTargets
 from preprocess.manifest import MANIFEST, read_manifest
 from preprocess.qc_figures import montage, plots
 from damt.atomic import write_text_atomic
+from damt.csvsafe import safe_csv_frame
 
 REPORT_HTML, SUBJECTS_CSV, OUTLIERS_CSV = "qc_report.html", "qc_subjects.csv", "qc_outliers.csv"
 #: reasons written by the driver rather than a subject's typed error (damt.errors lists the others)
@@ -71,22 +71,6 @@ def _manifest(cache: Path) -> pd.DataFrame:
     if not (cache / MANIFEST).is_file():
         raise FileNotFoundError(f"{cache / MANIFEST} is missing: run `damt preprocess` on this cache first")
     return read_manifest(cache).reset_index(drop=True)
-
-
-def preprocess_running(cache: Path) -> bool:
-    """True if a ``damt preprocess`` run holds the cache's lock now (its changes may show as problems)."""
-    lock = Path(cache) / ".lock"
-    if not lock.is_file():
-        return False
-    fd = os.open(lock, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def verify_cache(cfg: DamtConfig, cache: Path, workers: int | None = None) -> tuple[list[Problem], int]:
@@ -347,9 +331,10 @@ def run_qc(cfg: DamtConfig, cache: Path, out: Path | None = None, verify: bool =
     problems, checked = verify_cache(cfg, cache, workers) if verify else (None, 0)
 
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / SUBJECTS_CSV, _csv_frame(rows).to_csv(index=False))
-    write_text_atomic(out / OUTLIERS_CSV, outliers[["cohort", "subject_id", "metric", "value", "median", "z"]]
-                      .to_csv(index=False))
+    # text cells from user data (ids, messages, paths) must not run as spreadsheet formulas
+    write_text_atomic(out / SUBJECTS_CSV, safe_csv_frame(_csv_frame(rows)).to_csv(index=False))
+    write_text_atomic(out / OUTLIERS_CSV, safe_csv_frame(
+        outliers[["cohort", "subject_id", "metric", "value", "median", "z"]]).to_csv(index=False))
     failed = [r for r in rows if r["status"] != "ok"]
     by_reason = pd.Series([r["reason"] for r in failed], dtype=object).value_counts()
     flagged_ids = [r["subject_id"] for r in rows if r.get("flagged")]

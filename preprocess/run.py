@@ -13,14 +13,15 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
 from damt.cache import LAYOUT_KEYS, STORE_FORMAT, Layout, clean_debris, read_store_attrs
-from damt.config import DamtConfig, config_hash, dump_config, to_dict
-from damt.errors import CacheBusyError, SubjectError
+from damt.config import ConfigError, DamtConfig, config_hash, dump_config, to_dict
+from damt.errors import CacheBusyError, CacheWriteError, SubjectError, write_error
 from damt.labels import LabelTable, load_label_table
+from preprocess.cluster import cluster_rows, worker_died_error, worker_died_stale, worker_limit_token
 from preprocess.discover import SubjectInput, discover, parse_cohorts, require_subjects
 from preprocess.adopt import store_owners, store_row
 from preprocess.interrupt import (PreprocessInterrupted, children_ignore_sigint, quiet_dask_logs,
@@ -31,6 +32,8 @@ from preprocess.subject import failed_row, is_unchanged, process_subject, stat_f
 from preprocess.targets import TargetPlan, build_plan, refit_targets_json
 from damt.atomic import write_text_atomic
 
+#: preprocess keys that change no store (a failed row that depends on one records it instead)
+_UNHASHED = ("max_voxels",)
 #: failure reasons that belong to discovery, not to a subject's files (they never own an id)
 _ID_REASONS = {"duplicate_subject_id", "bad_subject_id"}
 
@@ -56,6 +59,12 @@ class RunSummary:
     dropped: list = field(default_factory=list)
     #: rows of the whole manifest (every cohort, also those not given this run): total, ok
     manifest_rows: tuple = (0, 0)
+
+    @property
+    def unwritten(self) -> int:
+        """Subjects whose store could not be written (full disk, read-only cache): the run did not
+        do its job for a reason outside the inputs, so ``damt preprocess`` exits non-zero."""
+        return self.by_reason["disk_full"] + self.by_reason["read_only"]
 
     def table(self, max_failures: int = 10) -> str:
         """A plain-text summary for the console: counts, the first ``max_failures`` failed
@@ -85,10 +94,11 @@ class RunSummary:
 def preprocess_hash(cfg: DamtConfig, table: LabelTable, plan: TargetPlan) -> str:
     """Hash of everything that changes a subject store's contents: the preprocess section, the
     label table's bytes, the target plan (schema, tissues, pyradiomics settings) and the store
-    format. Training settings, target normalisation and the store layout (``LAYOUT_KEYS``: chunks
-    and codec change bytes on disk, never array values) are left out, so changing them rebuilds no
+    format. Training settings, target normalisation, the store layout (``LAYOUT_KEYS``: chunks
+    and codec change bytes on disk, never array values) and the input size limit (it decides only
+    whether a file is read, not what a store holds) are left out, so changing them rebuilds no
     store; ``damt cache relayout`` applies a layout change."""
-    section = {k: v for k, v in to_dict(cfg.preprocess).items() if k not in LAYOUT_KEYS}
+    section = {k: v for k, v in to_dict(cfg.preprocess).items() if k not in LAYOUT_KEYS + _UNHASHED}
     return config_hash({"preprocess": section, "label_table_sha256": table.sha256,
                         "targets": plan.digest(), "store_format": STORE_FORMAT})
 
@@ -98,14 +108,29 @@ def _normalise_changed(cache: Path, cfg: DamtConfig) -> bool:
     try:
         doc = json.loads((cache / TARGETS_JSON).read_text())
     except (OSError, ValueError):
-        return True
-    return doc.get("normalise_config") != to_dict(cfg.targets.normalise)
+        return True  # missing or damaged: refit it
+    return not isinstance(doc, dict) or doc.get("normalise_config") != to_dict(cfg.targets.normalise)
+
+
+@contextmanager
+def cache_writes(cache: Path, what: str) -> Iterator[None]:
+    """Turn a full disk or a read-only cache met by the driver into one CacheWriteError that says
+    what to do (temporary files are removed by the atomic writers themselves)."""
+    try:
+        yield
+    except OSError as err:
+        typed = write_error(err, f"{what} in {cache}")
+        if typed is None:
+            raise
+        raise CacheWriteError(f"{typed.message.removesuffix(' (this subject is retried)')}. Every "
+                              f"complete store stays valid; rerun damt preprocess afterwards") from err
 
 
 @contextmanager
 def cache_lock(cache: Path) -> Iterator[None]:
     """Hold ``<cache>/.lock`` so two runs never clean or write the same cache at once."""
-    fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    with cache_writes(cache, "creating the lock file"):
+        fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -116,25 +141,40 @@ def cache_lock(cache: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def plan(subjects: list[SubjectInput], previous: dict, chash: str, cache: Path, targets: TargetPlan
-         ) -> tuple[list, list]:
+def plan(subjects: list[SubjectInput], previous: dict, chash: str, cache: Path, targets: TargetPlan,
+         stale: Callable[[dict], bool] = lambda row: False) -> tuple[list, list]:
     """Split subjects into (tasks [(subject, previous row)], kept rows).
 
     A subject is kept without reading anything when its last row has this config hash, the same
     file sizes and mtimes, and is still valid (see ``is_unchanged``). Discovery errors become
     failed rows here; everything else becomes a task (which may still find the bytes unchanged).
+    ``stale(row)``: a failed row made under other limits (see :func:`limits_changed`); its subject
+    is processed again from scratch.
     """
     tasks, kept = [], []
     for s in subjects:
         prev = previous.get((s.cohort, s.subject_id))
         if s.error is not None:
             kept.append(_same_failure(prev, failed_row(s, chash, s.error)))
+        elif prev is not None and stale(prev):
+            tasks.append((s, _compare_with(None, s, chash, cache)))
         elif prev is not None and prev.get("input_stat") == stat_fingerprint(s, targets.subject_digest(s.subject_id)) \
                 and is_unchanged(prev, prev.get("input_hash"), chash, cache):
             kept.append(prev)
         else:
             tasks.append((s, _compare_with(prev, s, chash, cache)))
     return tasks, kept
+
+
+def limits_changed(cfg: DamtConfig, scheduler: str | None) -> Callable[[dict], bool]:
+    """``row -> True`` for a failed row whose limit is not this run's: ``too_large`` under another
+    ``preprocess.max_voxels``, ``worker_died`` under another worker memory limit. Neither limit is
+    in the store hash (raising one must not rebuild every store), so rows carry them in their
+    message and are retried when they change."""
+    words = f"preprocess.max_voxels = {cfg.preprocess.max_voxels:,}"
+    token = worker_limit_token(cfg.dask.memory_limit_gb, scheduler)
+    return lambda row: (row.get("reason") == "too_large" and words not in str(row.get("message"))) \
+        or worker_died_stale(row, token)
 
 
 def _same_failure(prev: dict | None, row: dict) -> dict:
@@ -153,14 +193,22 @@ def _compare_with(prev: dict | None, s: SubjectInput, chash: str, cache: Path) -
 
 
 def _client(cfg: DamtConfig, workers: int, scheduler: str | None):
-    from dask.distributed import Client, LocalCluster  # noqa: PLC0415 - only the driver needs dask
+    import dask  # noqa: PLC0415 - only the driver needs dask
+    from dask.distributed import Client, LocalCluster  # noqa: PLC0415
 
     if scheduler:
         return Client(scheduler), None
+    # Tasks return small rows and hold no dask data, so spilling and pausing cannot help: a worker
+    # paused at 80 % of its limit by memory it does not give back would wait forever. Only the
+    # nanny's terminate threshold stays, which kills a worker a subject made exceed its limit.
+    # (The nannies keep this config for the workers they restart; their merge is shallow, hence
+    # the whole config.)
+    no_pause = {"distributed": {"worker": {"memory": {"target": False, "spill": False, "pause": False}}}}
     with children_ignore_sigint():  # Ctrl-C is the driver's to handle (preprocess/interrupt.py)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=cfg.dask.threads_per_worker,
                                processes=True, memory_limit=f"{cfg.dask.memory_limit_gb}GiB",
                                dashboard_address=None, preload=["preprocess.interrupt"],
+                               config=dask.config.merge(dask.config.config, no_pause),
                                # the scheduler's HTTP server on any free port: no warning when
                                # 8787 is taken (another dask, a notebook's dashboard)
                                scheduler_kwargs={"dashboard_address": ":0"})
@@ -176,20 +224,21 @@ def _results(tasks: list, cfg: DamtConfig, table: LabelTable, targets: TargetPla
         for s, prev in tasks:
             yield _guard(s, chash, lambda s=s, prev=prev: process_subject(s, cfg, table, targets, cache, chash, prev))
         return
-    from dask.distributed import as_completed  # noqa: PLC0415
-
     client, cluster = _client(cfg, workers, scheduler)
+    token = worker_limit_token(cfg.dask.memory_limit_gb, scheduler)
+
+    def died(s: SubjectInput, deaths: int) -> dict[str, Any]:
+        row = failed_row(s, chash, worker_died_error(s.subject_id, deaths, token, client))
+        # the stat fingerprint (no file is read) lets the next run keep this row while nothing changes
+        return row | {"input_stat": stat_fingerprint(s, targets.subject_digest(s.subject_id))}
+
     try:
-        # ship the shared objects once, not once per task (the target plan holds every imported
-        # CSV row of the cohort)
-        cfg_f, table_f, targets_f = client.scatter([cfg, table, targets], broadcast=True)
-        futures = {client.submit(process_subject, s, cfg_f, table_f, targets_f, cache, chash, prev, pure=False,
-                                 key=f"damt-subject-{s.cohort}-{s.subject_id}",
-                                 retries=cfg.dask.retries): s for s, prev in tasks}
-        for fut in as_completed(futures):
-            s = futures[fut]
-            yield _guard(s, chash, fut.result)
-            fut.release()
+        # arguments by value (see preprocess/cluster.py): nothing a dead worker takes with it
+        yield from cluster_rows(
+            client, tasks, key=lambda s: f"damt-subject-{s.cohort}-{s.subject_id}",
+            call=lambda s, prev: (process_subject, s, cfg, table, targets.for_subject(s.subject_id), cache,
+                                  chash, prev),
+            guard=lambda s, get: _guard(s, chash, get), retries=cfg.dask.retries, died=died)
     except KeyboardInterrupt:
         quiet_dask_logs()  # the teardown's warnings about cancelled tasks are expected now
         raise
@@ -222,20 +271,24 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
     """
     t0 = time.perf_counter()
     cache = Path(cache)
+    if cache.exists() and not cache.is_dir():
+        raise ConfigError("data.cache_dir", f"{cache} is a file, not a folder: pass a folder as --cache")
     cohorts = parse_cohorts(cfg.data.inputs)
     require_subjects(cohorts, cfg.data)  # a wrong --input stops here, before the cache folder exists
-    cache.mkdir(parents=True, exist_ok=True)
+    with cache_writes(cache, "creating the cache folder"):
+        cache.mkdir(parents=True, exist_ok=True)
     workers = cfg.dask.workers if workers is None else workers
     scheduler = scheduler or cfg.dask.scheduler
     with cache_lock(cache):
-        clean_debris(cache)
+        with cache_writes(cache, "removing debris of a killed run"):
+            clean_debris(cache)
         table = load_label_table(cfg.labels.table)
         previous = rows_by_key(read_manifest(cache))
         subjects, gone = _discover(cohorts, cfg, previous, cache)
         all_ids = sorted({sid for _, sid in previous} | {s.subject_id for s in subjects if s.error is None})
         targets = build_plan(cfg, table, all_ids)
         chash = preprocess_hash(cfg, table, targets)
-        tasks, kept = plan(subjects, previous, chash, cache, targets)
+        tasks, kept = plan(subjects, previous, chash, cache, targets, limits_changed(cfg, scheduler))
         rows = {k: r for k, r in previous.items() if k not in gone} | {(r["cohort"], r["subject_id"]): r for r in kept}
         skipped = sum(r is previous.get((r["cohort"], r["subject_id"])) for r in kept)
         summary = RunSummary(found=len(subjects), skipped=skipped, processed=len(subjects) - skipped,
@@ -255,14 +308,19 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
                     bar.update(1)
                     bar.set_postfix(ok=n_done - n_fail, failed=n_fail)
                     if time.monotonic() - last_write > cfg.dask.manifest_every_s:
-                        write_manifest(cache, to_frame(rows.values()))  # a crash loses at most this interval
+                        try:
+                            write_manifest(cache, to_frame(rows.values()))  # a crash loses at most this interval
+                        except OSError as err:  # e.g. a full disk: the final write tries again
+                            tqdm.write(f"damt preprocess: could not update the manifest ({err}); going on")
                         last_write = time.monotonic()
         except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: keep every finished row, then stop
             bar.close()
             saved = rows != previous
             if saved:
-                write_manifest(cache, to_frame(rows.values()))
-                write_text_atomic(cache / "preprocess_config.yaml", dump_config(cfg) + f"# preprocess hash {chash}\n")
+                with cache_writes(cache, "writing manifest.parquet after the interruption"):
+                    write_manifest(cache, to_frame(rows.values()))
+                    write_text_atomic(cache / "preprocess_config.yaml",
+                                      dump_config(cfg) + f"# preprocess hash {chash}\n")
             raise PreprocessInterrupted(signal_name(err), n_done, cache, saved) from None
         bar.close()
         adopted = _adopted(tasks, previous, rows)
@@ -272,15 +330,16 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
         for kind, report in targets.csv_report.items():
             summary.notes.append(f"csv import ({kind}): {report['summary']}")
         changed = rows != previous or not (cache / "manifest.parquet").exists()
-        if changed:
-            frame = to_frame(rows.values())
-            write_manifest(cache, frame)
-            write_text_atomic(cache / "preprocess_config.yaml", dump_config(cfg) + f"# preprocess hash {chash}\n")
-            summary.manifest_written = True
-        if changed or not (cache / TARGETS_JSON).exists() or _normalise_changed(cache, cfg):
-            frame = to_frame(rows.values())
-            ok = frame[(frame["status"] == "ok") & (frame["config_hash"] == chash)]
-            summary.targets_written = refit_targets_json(cache, ok, targets, cfg, chash)
+        with cache_writes(cache, "writing manifest.parquet, preprocess_config.yaml and targets.json"):
+            if changed:
+                frame = to_frame(rows.values())
+                write_manifest(cache, frame)
+                write_text_atomic(cache / "preprocess_config.yaml", dump_config(cfg) + f"# preprocess hash {chash}\n")
+                summary.manifest_written = True
+            if changed or not (cache / TARGETS_JSON).exists() or _normalise_changed(cache, cfg):
+                frame = to_frame(rows.values())
+                ok = frame[(frame["status"] == "ok") & (frame["config_hash"] == chash)]
+                summary.targets_written = refit_targets_json(cache, ok, targets, cfg, chash)
     seen = {(s.cohort, s.subject_id) for s in subjects}
     for key in sorted(seen):
         r = rows[key]

@@ -22,12 +22,14 @@ import numpy as np
 import damt
 from damt import geometry as geo
 from damt.cache import read_store_attrs, write_subject_store
+from damt.cache.store import discard_staging
 from damt.config import DamtConfig, PreprocessConfig
 from damt.errors import (BadLabelsError, BinaryMaskError, ConstantImageError, CorruptStatsError,
                          EmptyForegroundError,
                          GridMismatchError, MissingImageError, MissingParcellationError,
-                         NonFiniteError, SubjectError, UnknownLabelsError)
+                         NonFiniteError, RETRY_REASONS, SubjectError, UnknownLabelsError, write_error)
 from damt.io import Volume, file_sha256, read_volume
+from damt.io.files import file_stat
 from damt.labels import LabelTable, remap
 from damt.targets.fsstats import FsStatsError
 from preprocess.discover import SubjectInput
@@ -61,6 +63,32 @@ def check_same_grid(a: Volume, b: Volume, atol_mm: float) -> None:
                                 f"mm); resample the parcellation onto the image grid or recheck the inputs")
 
 
+_INT32 = np.iinfo(np.int32)
+
+
+def label_ids(parc: Volume) -> Volume:
+    """The parcellation as integer FreeSurfer ids (int32 unless stored narrower).
+
+    A float parcellation holding whole numbers (``mri_convert -odt float``) is valid and is cast;
+    one with fractions, NaN or inf, or ids beyond int32 (FreeSurfer's ids are int32, in practice
+    below 16384) raises BadLabelsError.
+    """
+    ids = parc.data
+    if ids.dtype.kind == "f":
+        if not np.isfinite(ids).all() or not np.array_equal(ids, np.round(ids)):
+            raise BadLabelsError(f"{parc.path}: parcellation values are not whole numbers; pass the "
+                                 f"FreeSurfer aparc+aseg, not an interpolated copy")
+    if ids.dtype.kind == "b":
+        ids = ids.view(np.uint8)
+    if ids.size and (ids.min() < _INT32.min or ids.max() > _INT32.max):
+        raise BadLabelsError(f"{parc.path}: label ids between {ids.min():g} and {ids.max():g} lie beyond "
+                             f"int32; FreeSurfer ids are int32 (below 16384): pass the aparc+aseg "
+                             f"FreeSurfer wrote")
+    if ids.dtype.kind == "f" or ids.dtype.itemsize > 4 or ids.dtype == np.uint32:
+        ids = ids.astype(np.int32)
+    return parc if ids is parc.data else Volume(ids, parc.affine, parc.path)
+
+
 def preprocess_volumes(image: Volume, parc: Volume, cfg: PreprocessConfig, lut: np.ndarray) -> Preprocessed:
     """Steps 1-6 on two checked, co-registered volumes.
 
@@ -74,11 +102,7 @@ def preprocess_volumes(image: Volume, parc: Volume, cfg: PreprocessConfig, lut: 
     if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
         n_bad = int((~np.isfinite(img)).sum())
         raise NonFiniteError(f"{image.path}: {n_bad} NaN/inf voxels; fix or regenerate the image")
-    ids = parc.data
-    if np.issubdtype(ids.dtype, np.floating):
-        if not np.isfinite(ids).all() or not np.array_equal(ids, np.round(ids)):
-            raise BadLabelsError(f"{parc.path}: parcellation values are not whole numbers; pass the "
-                                 f"FreeSurfer aparc+aseg, not an interpolated copy")
+    ids = label_ids(parc).data
     classes, unknown = remap(ids, lut)
     if unknown and cfg.unknown_labels == "fail":
         listed = ", ".join(f"{k} ({v} voxels)" for k, v in sorted(unknown.items())[:10])
@@ -95,6 +119,12 @@ def preprocess_volumes(image: Volume, parc: Volume, cfg: PreprocessConfig, lut: 
     img, crop_affine = geo.crop(img, affine, box)
     classes, _ = geo.crop(classes, affine, box)
     fg, _ = geo.crop(fg.view(np.uint8), affine, box)
+    # On the input voxels, before resampling: trilinear interpolation blends a constant brain with
+    # the zeros around it, so the resampled percentiles below would differ and never catch it.
+    inside = img[fg.view(bool)]
+    if inside.min() == inside.max():
+        raise ConstantImageError(f"{image.path}: every brain voxel has the intensity {inside.min():g}; "
+                                 f"not a T1 image (percentiles would all be equal)")
 
     t = cfg.spacing_mm
     img, rs_affine = geo.resample(img, crop_affine, t, cfg.image_interp_order)
@@ -135,15 +165,16 @@ def load_inputs(inp: SubjectInput, cfg: DamtConfig) -> tuple[Volume, Volume, str
     if inp.parcellation is None:
         raise MissingParcellationError(f"{inp.folder}/mri: no {cfg.data.parcellation_name} file; run "
                                        f"FreeSurfer's recon-all to the end (or remove the subject)")
-    image = read_volume(inp.image)
-    parc = read_volume(inp.parcellation)
+    limit = cfg.preprocess.max_voxels
+    image = read_volume(inp.image, limit)
+    parc = label_ids(read_volume(inp.parcellation, limit))
     source = inp.image.name
     if is_binary_mask(image.data):
         if not cfg.preprocess.binary_mask_fallback or inp.fallback_image is None:
             why = ("preprocess.binary_mask_fallback is false" if inp.fallback_image
                    else f"no {cfg.data.fallback_image_name} file beside it")
             raise BinaryMaskError(f"{inp.image} is a binary 0/1 brain mask, not a T1, and {why}")
-        t1 = read_volume(inp.fallback_image)
+        t1 = read_volume(inp.fallback_image, limit)
         check_same_grid(image, t1, cfg.preprocess.grid_atol_mm)
         image = Volume(np.where(image.data > 0, t1.data, 0).astype(t1.data.dtype), t1.affine, t1.path)
         source = f"{inp.fallback_image.name} masked by {inp.image.name}"
@@ -166,7 +197,8 @@ def input_fingerprint(inp: SubjectInput, extra: str = "") -> tuple[str, str]:
 def stat_fingerprint(inp: SubjectInput, extra: str = "") -> str:
     """The (size, mtime_ns) part of :func:`input_fingerprint` alone, without reading any file."""
     files = inp.input_files()
-    stat = {role: [p.stat().st_size, p.stat().st_mtime_ns] for role, p in sorted(files.items())}
+    # never raises: a FIFO or a dangling link gets a marker here and a typed failure in its task
+    stat = {role: file_stat(p) for role, p in sorted(files.items())}
     return json.dumps(stat | {"extra": extra}, sort_keys=True)
 
 
@@ -197,7 +229,11 @@ def process_subject(inp: SubjectInput, cfg: DamtConfig, table: LabelTable, plan:
     try:
         if inp.error is not None:
             raise inp.error
-        row["input_hash"], row["input_stat"] = input_fingerprint(inp, plan.subject_digest(inp.subject_id))
+        digest = plan.subject_digest(inp.subject_id)
+        # the stat first (it never raises): a subject whose files cannot be hashed (a FIFO, a
+        # broken link) keeps it in its failed row, so the next run skips it while nothing changes
+        row["input_stat"] = stat_fingerprint(inp, digest)
+        row["input_hash"], row["input_stat"] = input_fingerprint(inp, digest)
         if is_unchanged(previous, row["input_hash"], config_hash, cache):
             return dict(previous) | {"input_stat": row["input_stat"]}
         image, parc, row["image_source"] = load_inputs(inp, cfg)
@@ -215,8 +251,15 @@ def process_subject(inp: SubjectInput, cfg: DamtConfig, table: LabelTable, plan:
             "label_table": {"version": table.version, "sha256": table.sha256, "n_classes": table.n_classes},
             "software_version": damt.__version__}
         p = cfg.preprocess
-        path = write_subject_store(cache, inp.subject_id, {"image": out.image, "atlas": out.atlas, **targets}, attrs,
-                                   p.chunk_vox, p.codec, p.clevel, slab_vox=p.slab_vox)
+        try:
+            path = write_subject_store(cache, inp.subject_id, {"image": out.image, "atlas": out.atlas, **targets},
+                                       attrs, p.chunk_vox, p.codec, p.clevel, slab_vox=p.slab_vox)
+        except OSError as err:
+            discard_staging(cache, inp.subject_id)  # no half-written store stays behind
+            typed = write_error(err, f"writing the store of {inp.subject_id} under {cache}")
+            if typed is None:
+                raise
+            raise typed from err
         row |= {"status": "ok", "shape": "x".join(map(str, out.image.shape)),
                 "unknown_label_voxels": int(sum(out.info["unknown_label_voxels"].values())),
                 "store": str(path.relative_to(cache))}
@@ -237,6 +280,6 @@ def is_unchanged(previous: dict[str, Any] | None, input_hash: str, config_hash: 
     if previous is None or previous.get("input_hash") != input_hash or previous.get("config_hash") != config_hash:
         return False
     if previous.get("status") == "failed":
-        return previous.get("reason") not in ("internal_error", "transient_io")
+        return previous.get("reason") not in RETRY_REASONS
     attrs = read_store_attrs(cache / previous["store"]) if previous.get("store") else None
     return attrs is not None and attrs.get("config_hash") == config_hash

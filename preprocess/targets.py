@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,12 @@ class TargetPlan:
                  "schema": self.schema.sha256 if self.schema else None,
                  "tissues": self.tissues.sha256 if self.tissues else None, "names": self.names}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+    def for_subject(self, subject_id: str) -> "TargetPlan":
+        """This plan with only ``subject_id``'s imported CSV rows (and no report): what its task
+        needs, small enough to pass by value with every task instead of scattering the cohort's."""
+        rows = {k: ({subject_id: v[subject_id]} if subject_id in v else {}) for k, v in self.csv_rows.items()}
+        return replace(self, csv_rows=rows, csv_report={})
 
     def subject_digest(self, subject_id: str) -> str:
         """Hash of a subject's imported CSV rows ('' without CSV import): part of its input hash,

@@ -19,7 +19,7 @@ from damt import __version__
 from damt.config import DamtConfig, config_hash, dump_config, to_dict
 from damt.atomic import atomic_write, write_text_atomic
 from damt.config.validate import build
-from damt.export import (FILES, build_sidecar, encoder_state_dict,
+from damt.export import (FILES, ExportError, build_sidecar, encoder_state_dict,
                          swinunetr_kwargs, to_load_from_layout, verify_swinunetr)
 from damt.labels import LabelTableError, load_label_table
 from damt.targets.cachefile import TARGETS_JSON
@@ -138,8 +138,10 @@ def export(checkpoint: Path | str, out_dir: Path | str, cache: Path | str | None
     """
     import monai  # noqa: PLC0415 - only its version is recorded; damt.export builds the network
 
-    ck = load_run_checkpoint(checkpoint)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():  # checked before the checkpoint is read (seconds)
+        raise ExportError(f"{out} is a file: OUT_DIR must be a folder (new or existing); choose another path")
+    ck = load_run_checkpoint(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
     model_state = ck.state["model"]
     swin = encoder_state_dict(model_state)

@@ -30,7 +30,10 @@ from damt.labels import load_label_table
 from damt.model import DamtModel
 from damt.views import make_views
 from train import dist
-from train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from damt.cache.lock import preprocess_running
+from damt.errors import NonFiniteStateError
+from damt.targets.cachefile import TARGETS_JSON
+from train.checkpoint import clean_partial, latest_checkpoint, load_checkpoint, nonfinite_values, save_checkpoint
 from train.data import CacheDataset, ShardedSampler, build_loader, to_device
 from train.logging import Interval, MetricsLogger, NullLogger
 from train.optim import Schedule, build_optimizer
@@ -99,6 +102,22 @@ class StopSignals:
 _STOP_CODES = (None, "SIGTERM", "SIGINT")
 
 
+def contrastive_note(cfg: DamtConfig, n_subjects: int, per_rank: int, world_size: int) -> str | None:
+    """Why the contrastive loss will be 0 (no negatives), or None. NT-Xent compares each sample with
+    the other samples of its batch; a batch of one has none. ``per_rank``: samples of one rank per
+    epoch (the sampler's length); with ``tasks.contrastive_gather`` the other ranks' samples count."""
+    if not cfg.tasks.contrastive.enabled:
+        return None
+    batch = cfg.train.batch_per_device
+    samples = min(batch, per_rank) * (world_size if cfg.tasks.contrastive_gather else 1)
+    if samples >= 2:
+        return None
+    why = (f"the cache has {n_subjects} ok subject(s), {per_rank} per rank and epoch" if per_rank < batch
+           else f"train.batch_per_device is {batch}")
+    return (f"{why}: every batch holds one sample, so the contrastive task has no negatives and its loss is "
+            f"0 throughout. Add subjects (or a larger batch), or set tasks.contrastive.enabled: false")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
@@ -120,6 +139,9 @@ class Trainer:
         if found is not None and not resume:
             raise ConfigError("train.out_dir", f"{self.run_dir} already holds checkpoints: pass "
                               f"--resume to continue that run, or choose another --out")
+        if preprocess_running(Path(cache)) and not (Path(cache) / TARGETS_JSON).is_file():
+            raise ConfigError("data.cache_dir", f"{cache} is still being built: a damt preprocess run holds "
+                              f"it and has not finished (no {TARGETS_JSON} yet); train once it has ended")
         if not (Path(cache) / "manifest.parquet").is_file():
             raise ConfigError("data.cache_dir", f"{cache} holds no cache (no manifest.parquet): "
                               f"run `damt preprocess` into it, or pass --cache")
@@ -146,6 +168,8 @@ class Trainer:
         self.precision = resolve_precision(cfg.train.precision, self.device)
         self.step = self.epoch = self.skipped = self.consecutive = 0
         self.saved_step = -1
+        if resume and self.dist.is_main:
+            clean_partial(self.ckpt_dir)  # a write that failed (full disk) left its temporary folder
         if resume and found is not None:
             self._restore(found, allow_config_change)
         elif resume and self.dist.is_main:
@@ -158,6 +182,10 @@ class Trainer:
         # records after this step (from a run killed after its last checkpoint) are dropped
         self.logger = MetricsLogger(self.run_dir, self.step, to_dict(cfg),
                                     wandb=cfg.train.wandb, wandb_project=cfg.train.wandb_project)
+        note = contrastive_note(cfg, len(self.dataset), len(self.sampler), self.dist.world_size)
+        if note:  # once, at the start: the loss would otherwise log 0.0 without a word
+            print(f"damt train: note: {note}")
+            self.logger.event({"event": "note", "step": self.step, "message": note})
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """What the step calls: the model, in DDP across ranks, compiled if asked (DDP first, so
@@ -201,6 +229,13 @@ class Trainer:
 
     def save(self, keep: bool = False) -> Path:
         """Rank 0 writes the checkpoint of this step; every rank returns once it is complete."""
+        # every rank checks (DDP replicas hold the same parameters), so all stop together
+        bad, total = nonfinite_values(self.model)
+        if bad:
+            raise NonFiniteStateError(
+                f"the model's parameters went non-finite by step {self.step} ({bad} of {total} values NaN "
+                f"or inf); no checkpoint was written, the last good one is {latest_checkpoint(self.ckpt_dir)}. "
+                f"Lower optim.base_lr or check the inputs, then resume from it")
         self.saved_step = self.step
         path = self.ckpt_dir / f"step_{self.step:09d}"
         if self.dist.is_main:

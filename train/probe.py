@@ -54,7 +54,17 @@ def cache_target(cache: Path, column: str) -> tuple[pd.Series, dict[str, Any]]:
 
 def csv_target(csv: Path, column: str, id_column: str) -> tuple[pd.Series, dict[str, Any]]:
     """A user CSV column keyed by subject id (ids read as strings: ``007`` stays ``007``)."""
-    frame = pd.read_csv(csv, dtype={id_column: str})
+    try:
+        frame = pd.read_csv(csv, dtype={id_column: str})
+    except FileNotFoundError:
+        raise ProbeError(f"{csv}: no such file (--csv)") from None
+    except pd.errors.EmptyDataError:
+        raise ProbeError(f"{csv} is empty: --csv needs a header row and one row per subject") from None
+    except UnicodeDecodeError as err:
+        raise ProbeError(f"{csv} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8 "
+                         f"(e.g. iconv -f latin1 -t utf-8)") from None
+    except (pd.errors.ParserError, OSError, ValueError) as err:
+        raise ProbeError(f"{csv} is not a readable CSV ({err})") from None
     if id_column not in frame.columns:
         raise _unknown(id_column, f"a column of {csv} (pass --id-column)", list(frame.columns))
     if column not in frame.columns:

@@ -103,7 +103,13 @@ def restore_state(state: dict[str, Any], *, model, optimizer, precision, schedul
                           f"checkpoint trained in {state['precision']}. Pass --allow-config-change "
                           f"to resume anyway")
     # strict=True: a key mismatch is an error, never a silently half-loaded model
-    unwrap(model).load_state_dict(state["model"], strict=True)
+    try:
+        unwrap(model).load_state_dict(state["model"], strict=True)
+    except RuntimeError as err:  # other shapes or keys: the config changed the model itself
+        first = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), str(err))
+        raise ConfigError("model", f"the checkpoint's weights do not fit the model this config builds "
+                          f"({first}); --allow-config-change can resume with other settings, never with "
+                          f"another model shape or task set: train into a new --out") from None
     optimizer.load_state_dict(state["optimizer"])
     if precision.scaler is not None:
         if not state["scaler"]:

@@ -174,3 +174,20 @@ def open_subject(path: Path) -> zarr.Group:
     if read_store_attrs(path) is None:
         raise FileNotFoundError(f"{path}: no complete subject store")
     return zarr.open_group(store=str(path), mode="r", zarr_format=3)
+
+
+def discard_staging(cache: Path, subject_id: str) -> list[Path]:
+    """Remove this subject's staging folders (a store whose write failed, e.g. on a full disk).
+
+    Safe while the run holds the cache lock: a subject id is written by one task at a time.
+    """
+    folder = Path(cache) / STAGING_DIR
+    removed = []
+    if is_valid_id(subject_id) and folder.is_dir():
+        # the names write_subject_store gives: <id>.<12 hex>.zarr (ids may hold dots themselves)
+        mine = re.compile(re.escape(subject_id) + r"\.[0-9a-f]{12}\.zarr")
+        for entry in folder.iterdir():
+            if mine.fullmatch(entry.name):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed

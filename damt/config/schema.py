@@ -54,6 +54,10 @@ class PreprocessConfig:
                                          "data.fallback_image_name masked by it; otherwise fail")
     grid_atol_mm: float = setting(0.001, "tolerance when checking that image and parcellation "
                                   "share one grid", unit="mm", lo=0.0)
+    max_voxels: int = setting(512 ** 3, "largest voxel count an input file's header may declare; a "
+                              "larger file is refused as too_large before its data is read (a small "
+                              ".mgz can decompress to GBs). Not part of the store hash",
+                              unit="voxels", lo=1)
     # Store layout (damt.cache.layout): not in the preprocess hash; `damt cache relayout` applies a
     # change to an existing cache from its own stores.
     chunk_vox: Optional[int] = setting(
@@ -207,7 +211,7 @@ class TrainConfig:
 
     epochs: int = setting(301, "training length", unit="epochs", lo=1)
     batch_per_device: int = setting(2, "samples per device per step", unit="samples", lo=1)
-    seed: int = setting(0, "seed of every random draw (samples, init)", lo=0)
+    seed: int = setting(0, "seed of every random draw (samples, init)", lo=0, hi=2 ** 32 - 1)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = setting(
         "auto", "auto = bf16 autocast where supported, fp32 on CPU; fp16 uses a GradScaler")
     grad_checkpointing: bool = setting(False, "recompute activations in the backward pass")
@@ -260,7 +264,7 @@ class QcConfig:
     montage_max_flagged: int = setting(48, "most flagged subjects in the montage (largest |z| first)",
                                        lo=0)
     montage_sample: int = setting(12, "unflagged ok subjects drawn at random for the montage", lo=0)
-    seed: int = setting(0, "seed of the montage sample", lo=0)
+    seed: int = setting(0, "seed of the montage sample", lo=0, hi=2 ** 32 - 1)
     workers: int = setting(4, "threads reading stores (I/O bound)", lo=1, hi=256)
 
 

@@ -9,6 +9,8 @@ mis-typed YAML value is the most common way a long run goes wrong:
 * ``bool`` is never accepted where a number or string is expected (YAML reads ``yes`` as True);
 * a string is never accepted where a number is expected (YAML 1.1 reads ``1e-3`` as a string);
 * an ``int`` is accepted for a ``float`` field, never the other way round;
+* numbers must be finite (YAML's ``.nan`` and ``.inf`` are refused);
+* a path may not be empty (``Path("")`` is the current folder);
 * ranges and choices are checked after the type.
 
 Every error names the dotted key path, e.g. ``preprocess.spacing_mm``.
@@ -17,6 +19,7 @@ Every error names the dotted key path, e.g. ``preprocess.spacing_mm``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, get_args, get_origin
@@ -68,6 +71,8 @@ def _check_scalar(path: str, value: Any, tp: Any) -> Any:
             if isinstance(value, str):
                 hint = " (YAML 1.1 reads exponents without a dot, like 1e-3, as strings: write 1.0e-3)"
             raise ConfigError(path, f"expected a number, got {value!r} ({type(value).__name__}){hint}")
+        if not math.isfinite(value):  # YAML reads .nan and .inf: a NaN lr trains a NaN model
+            raise ConfigError(path, f"expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -117,6 +122,9 @@ def _check_bounds(path: str, value: Any, meta: typing.Mapping[str, Any]) -> None
         where = f"{path}[{i}]" if isinstance(value, (list, tuple)) else path
         if choices is not None and v not in choices:
             raise ConfigError(where, f"expected one of {list(choices)}, got {v!r}")
+        if meta.get("unit") == "path" and isinstance(v, str) and not v.strip():
+            # Path("") is the current folder: an empty path would write there
+            raise ConfigError(where, "may not be an empty path")
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if lo is not None and v < lo:
                 raise ConfigError(where, f"must be >= {lo}, got {v!r}")

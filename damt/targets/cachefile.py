@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from damt.errors import TargetsFileError, TargetsFileMissingError
 from damt.targets.normalise import apply
 from damt.atomic import write_text_atomic
 
@@ -45,24 +46,38 @@ class CacheTargets:
 
     @classmethod
     def load(cls, cache: Path) -> "CacheTargets":
-        """Read ``<cache>/targets.json``; FileNotFoundError with advice if it is missing."""
+        """Read ``<cache>/targets.json``; TargetsFileError with advice if it is missing or damaged."""
         path = Path(cache) / TARGETS_JSON
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: run `damt preprocess` on this cache first")
-        doc = json.loads(path.read_text())
-        if doc.get("format") != TARGETS_FORMAT:
-            raise ValueError(f"{path}: format {doc.get('format')!r}, expected {TARGETS_FORMAT!r}")
-        names = {k: list(doc[k]["names"]) for k in KINDS}
-        stats = {k: doc[k]["normalisation"] for k in KINDS}
+            raise TargetsFileMissingError(f"{path} is missing: run `damt preprocess` on this cache first "
+                                          f"(a run still in progress writes it when it ends)")
+        redo = ("rerun `damt preprocess` with the same inputs: it rewrites targets.json from the stores "
+                "without rebuilding them")
+        try:
+            doc = json.loads(path.read_text())
+            if doc.get("format") != TARGETS_FORMAT:
+                raise TargetsFileError(f"{path}: format {doc.get('format')!r}, expected {TARGETS_FORMAT!r}; "
+                                       f"{redo}")
+            names = {k: list(doc[k]["names"]) for k in KINDS}
+            stats = {k: dict(doc[k]["normalisation"]) for k in KINDS}
+            sources = {k: str(doc[k].get("source", "")) for k in KINDS}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            if isinstance(err, TargetsFileError):
+                raise
+            raise TargetsFileError(f"{path} cannot be read ({type(err).__name__}: {err}); it is damaged: "
+                                   f"{redo}") from None
         return cls(names=names, stats=stats, info={k: v for k, v in doc.items() if k not in KINDS},
-                   sources={k: str(doc[k].get("source", "")) for k in KINDS})
+                   sources=sources)
 
 
 def write_targets_json(cache: Path, doc: dict[str, Any]) -> bool:
     """Write targets.json atomically if its content changed. Returns True if written."""
     path = Path(cache) / TARGETS_JSON
     text = json.dumps(doc | {"format": TARGETS_FORMAT}, indent=1, sort_keys=True)
-    if path.is_file() and path.read_text() == text:
-        return False
+    try:
+        if path.read_text() == text:
+            return False
+    except (OSError, ValueError):  # missing, or damaged beyond decoding: write it
+        pass
     write_text_atomic(path, text)
     return True

@@ -5,7 +5,9 @@ Users of the original code hold ``nfeats_global.csv`` (440 columns), ``nfeats_lo
 a target column named ``<file stem>.<column>`` (so two files may share column names). A cell that
 is empty or not a finite number is present=False; a subject without a row is present=False in
 every column of that file. Columns with no numeric cell at all (e.g. a site or sex column) and
-unnamed index columns (``Unnamed: 0``, written by pandas) are dropped and reported.
+unnamed index columns (``Unnamed: 0``, written by pandas) are dropped and reported. A file left
+with no column (header only, or only the id column) is refused: it would replace the computed
+targets by an empty vector.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import pandas as pd
 
 
 class CsvImportError(ValueError):
-    """A target CSV cannot be used (missing id column, duplicate subject ids, unreadable)."""
+    """A target CSV cannot be used (missing id column, duplicate subject ids, no numeric column,
+    unreadable)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,11 @@ def read_target_csv(path: Path, id_column: str, subject_ids: list[str],
             dropped.append(col)
             continue
         numeric[col] = nums
+    if not numeric:  # a 0-column target would replace the computed one and crash training later
+        why = "it has no data rows" if frame.empty else f"columns dropped: {dropped[:10]}"
+        raise CsvImportError(f"{path}: no usable target column ({why}); a target CSV needs at least one "
+                             f"numeric column beside {id_column!r}. Fix the file or remove it from "
+                             f"targets.csv_import.files")
     names = [f"{path.stem}.{c}" for c in numeric]
     table = np.stack(list(numeric.values()), axis=1) if numeric else np.zeros((len(frame), 0))
     row_of = {sid: i for i, sid in enumerate(ids)}

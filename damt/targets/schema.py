@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from damt.datafile import read_versioned
+from damt.labels import MAX_FS_ID
 from damt.targets.fsstats import KNOWN_STATS_FILES, read_stats_dir, stats_file_of
 
 BUILTIN_SCHEMAS = {name: Path(__file__).with_name(f"morphometry-{name}.tsv")
@@ -161,13 +162,14 @@ def load_schema(name_or_path: str = "damt-v1") -> MorphometrySchema:
 def id_counts(parcellation_fs_ids: np.ndarray) -> np.ndarray:
     """Voxel count per FreeSurfer id: int64 [max_id + 1] from an integer array of any shape.
 
-    Negative ids (never written by FreeSurfer) are ignored rather than wrapping around.
+    Negative ids and ids from MAX_FS_ID up (never written by FreeSurfer) are ignored rather than
+    wrapping around or sizing the count array (an id of 2**31 would ask for 16 GB).
     """
     ids = np.asarray(parcellation_fs_ids).ravel()
     if not np.issubdtype(ids.dtype, np.integer):
         raise ValueError(f"parcellation must hold integer FreeSurfer ids, got dtype {ids.dtype}")
-    if ids.size and ids.min() < 0:
-        ids = ids[ids >= 0]
+    if ids.size and (ids.min() < 0 or ids.max() >= MAX_FS_ID):
+        ids = ids[(ids >= 0) & (ids < MAX_FS_ID)]
     return np.bincount(ids.astype(np.int64, copy=False))
 
 

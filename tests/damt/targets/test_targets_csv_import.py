@@ -50,6 +50,13 @@ def test_errors(tmp_path: Path):
         read_target_csv(_write(tmp_path / "e.csv", ""), "id", ["a"])
 
 
+@pytest.mark.parametrize("text", ["id,x,y\n", "id\na\nb\n", "id,site\na,A\n"])
+def test_a_csv_without_a_usable_column_is_refused(tmp_path: Path, text: str):
+    """Header only, only the id column, or only text: no target vector of 0 columns (issue 12)."""
+    with pytest.raises(CsvImportError, match="no usable target column"):
+        read_target_csv(_write(tmp_path / "t.csv", text), "id", ["a"])
+
+
 def test_import_by_kind_combines_files_in_order(tmp_path: Path):
     _write(tmp_path / "nfeats_global.csv", "subject_id,g1,g2\n007,1,2\n008,3,4\n")
     _write(tmp_path / "nfeats_local.csv", "sid,age,l1\n008,70,5\n")
