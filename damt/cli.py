@@ -120,14 +120,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                        workers=[int(w) for w in args.workers.split(",")]):
             print(json.dumps(result), flush=True)
         return 0
-    if args.what == "step":
+    if args.what in ("step", "flops"):
         from train import TINY_CONFIG  # noqa: PLC0415
-        from train.bench_step import bench_step  # noqa: PLC0415
+        from train.bench_step import SETTINGS  # noqa: PLC0415
 
         if args.tiny:  # the tiny model (a CPU can run it), with the command's --set overrides
             cfg = load_config(args.config or TINY_CONFIG, args.overrides)
-        for result in bench_step(cfg, steps=args.steps, warmup=args.warmup, batch=args.batch,
-                                 compile_model=args.compile):
+        names = tuple(n.strip() for n in args.settings.split(",") if n.strip())
+        bad = [n for n in names if n not in SETTINGS]
+        if bad:
+            raise ConfigError("--settings", f"unknown setting(s) {bad}; known: {', '.join(SETTINGS)}")
+        if args.what == "flops":
+            from train.bench_flops import bench_flops  # noqa: PLC0415
+
+            results = bench_flops(cfg, batch=args.batch, names=names)
+        else:
+            from train.bench_step import bench_step  # noqa: PLC0415
+
+            results = bench_step(cfg, steps=args.steps, warmup=args.warmup, batch=args.batch,
+                                 compile_model=args.compile, names=names)
+        for result in results:
             print(json.dumps(result), flush=True)
         return 0
     if args.what == "loader":
@@ -245,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="benchmarks; prints one JSON line per result")
-    p.add_argument("what", choices=["preprocess", "loader", "step"], help="what to measure")
+    p.add_argument("what", choices=["preprocess", "loader", "step", "flops"],
+                   help="what to measure (flops: forward FLOPs per component, counted on the meta "
+                        "device without running)")
     _config_args(p)
     p.add_argument("--input", action="append", metavar="[NAME=]DIR", help="cohort roots to measure on")
     p.add_argument("--subjects", type=int, default=4, help="subjects measured (default 4)")
@@ -254,10 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", action="append", metavar="DIR",
                    help="loader: cache to read (default data.cache_dir); repeat to compare store layouts")
     p.add_argument("--tiny", action="store_true",
-                   help="step: the configs/tiny.yaml model instead of the seed model (for a CPU)")
+                   help="step, flops: the configs/tiny.yaml model instead of CONFIG's (for a CPU)")
     p.add_argument("--steps", type=int, default=10, help="step: timed steps per setting (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="step: untimed steps first (default 3)")
-    p.add_argument("--batch", type=int, default=2, help="step: samples per step (default 2)")
+    p.add_argument("--batch", type=int, default=2, help="step, flops: samples per step (default 2)")
+    p.add_argument("--settings", default="default,original", metavar="NAME,...",
+                   help="step, flops: settings compared (default, original, swinunetr_decoder; "
+                        "default: default,original)")
     p.add_argument("--compile", action="store_true", help="step: torch.compile the default setting")
     p.set_defaults(func=cmd_bench)
 
