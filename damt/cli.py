@@ -197,7 +197,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         report = run_probe(args.checkpoint, args.target, cache=args.cache, csv=args.csv,
                            id_column=args.id_column, task=args.task, folds=args.folds,
                            seed=args.seed, alpha=args.alpha, device=args.device,
-                           batch=args.batch, out=args.out)
+                           batch=args.batch, out=args.out,
+                           allow_pretraining_target=args.allow_pretraining_target)
     except _downstream_errors() as err:
         print(f"damt probe: error: {err}", file=sys.stderr)
         return 2
@@ -303,7 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="linear probe of a target from embeddings: pretrained vs random init")
     downstream_args(p)
     p.add_argument("--target", required=True, metavar="COLUMN",
-                   help="a morphometry/radiomics column of the cache, or a column of --csv")
+                   help="a column of --csv (age, sex, diagnosis), or a morphometry/radiomics "
+                        "column of the cache")
+    p.add_argument("--allow-pretraining-target", action="store_true",
+                   help="probe a column the encoder was pretrained to regress (refused otherwise: "
+                        "it measures memorisation, not transfer)")
     p.add_argument("--csv", metavar="FILE", default=None, help="CSV with the target, one row per subject")
     p.add_argument("--id-column", default="subject_id",
                    help="subject id column of --csv (default subject_id)")

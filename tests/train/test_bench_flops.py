@@ -69,3 +69,19 @@ def test_cli_prints_one_line_per_setting(repo, capsys):
 def _widths(cfg) -> list[int]:
     e = cfg.model.embed_dim
     return [e, 2 * e, 4 * e, 8 * e, 16 * e]
+
+
+def test_bench_settings_original_is_the_methods_model_in_the_seeds_setting():
+    from train.bench_step import settings  # noqa: PLC0415
+
+    cfg = DamtConfig()
+    got = settings(cfg, names=("default", "original", "swinunetr_decoder"))
+    assert list(got) == ["default", "original", "swinunetr_decoder"]
+    orig = got["original"]
+    assert orig.model.atlas_decoder == "convdecoder" and orig.tasks == cfg.tasks  # model and objective
+    assert (orig.train.precision, orig.train.grad_checkpointing) == ("fp16", True)
+    assert not orig.model.sdpa_attention and not orig.model.channels_last
+    assert got["default"] == cfg
+    assert got["swinunetr_decoder"].model.atlas_decoder == "swinunetr"
+    with pytest.raises(ValueError, match="unknown bench setting"):
+        settings(cfg, names=("default", "fastest"))
