@@ -239,3 +239,12 @@ def test_location_label_follows_anatomy_not_array_order():
     assert labels == {"left_superior": 0 * 3 + 2, "left_inferior": 0 * 3 + 0, "right_superior": 2 * 3 + 2}
     # binning the first two array axes of the RAS cache instead mixes superior and inferior
     assert old["left_superior"] == old["left_inferior"]
+
+
+def test_location_axes_config_is_checked():
+    assert load_config(None, []).views.location_axes == [0, 2]
+    for bad, words in (("[0, 0]", "two different axes"), ("[0]", "two different axes"),
+                       ("[0, 3]", "must be <= 2")):
+        with pytest.raises(ConfigError, match="views.location_axes") as err:
+            load_config(None, [f"views.location_axes={bad}"])
+        assert words in str(err.value)
