@@ -168,14 +168,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                        workers=[int(w) for w in args.workers.split(",")]):
             print(json.dumps(result), flush=True)
         return 0
-    if args.what == "step":
+    if args.what in ("step", "flops"):
         from train import TINY_CONFIG  # noqa: PLC0415
-        from train.bench_step import bench_step  # noqa: PLC0415
+        from train.bench_step import SETTINGS  # noqa: PLC0415
 
         if args.tiny:  # the tiny model (a CPU can run it), with the command's --set overrides
             cfg = load_config(args.config or TINY_CONFIG, args.overrides)
-        for result in bench_step(cfg, steps=args.steps, warmup=args.warmup, batch=args.batch,
-                                 compile_model=args.compile):
+        names = tuple(n.strip() for n in args.settings.split(",") if n.strip())
+        bad = [n for n in names if n not in SETTINGS]
+        if bad:
+            raise ConfigError("--settings", f"unknown setting(s) {bad}; known: {', '.join(SETTINGS)}")
+        if args.what == "flops":
+            from train.bench_flops import bench_flops  # noqa: PLC0415
+
+            results = bench_flops(cfg, batch=args.batch, names=names)
+        else:
+            from train.bench_step import bench_step  # noqa: PLC0415
+
+            results = bench_step(cfg, steps=args.steps, warmup=args.warmup, batch=args.batch,
+                                 compile_model=args.compile, names=names)
+        for result in results:
             print(json.dumps(result), flush=True)
         return 0
     if args.what == "loader":
@@ -233,7 +245,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         report = run_probe(args.checkpoint, args.target, cache=args.cache, csv=args.csv,
                            id_column=args.id_column, task=args.task, folds=args.folds,
                            seed=args.seed, alpha=args.alpha, device=args.device,
-                           batch=args.batch, out=args.out)
+                           batch=args.batch, out=args.out,
+                           allow_pretraining_target=args.allow_pretraining_target)
     except _downstream_errors() as err:
         print(f"damt probe: error: {err}", file=sys.stderr)
         return 2
@@ -313,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="benchmarks; prints one JSON line per result")
-    p.add_argument("what", choices=["preprocess", "loader", "step"], help="what to measure")
+    p.add_argument("what", choices=["preprocess", "loader", "step", "flops"],
+                   help="what to measure (flops: forward FLOPs per component, counted on the meta "
+                        "device without running)")
     _config_args(p)
     p.add_argument("--input", action="append", metavar="[NAME=]DIR", help="cohort roots to measure on")
     p.add_argument("--subjects", type=int, default=4, help="subjects measured (default 4)")
@@ -322,10 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", action="append", metavar="DIR",
                    help="loader: cache to read (default data.cache_dir); repeat to compare store layouts")
     p.add_argument("--tiny", action="store_true",
-                   help="step: the configs/tiny.yaml model instead of the seed model (for a CPU)")
+                   help="step, flops: the configs/tiny.yaml model instead of CONFIG's (for a CPU)")
     p.add_argument("--steps", type=int, default=10, help="step: timed steps per setting (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="step: untimed steps first (default 3)")
-    p.add_argument("--batch", type=int, default=2, help="step: samples per step (default 2)")
+    p.add_argument("--batch", type=int, default=2, help="step, flops: samples per step (default 2)")
+    p.add_argument("--settings", default="default,original", metavar="NAME,...",
+                   help="step, flops: settings compared (default, original, swinunetr_decoder; "
+                        "default: default,original)")
     p.add_argument("--compile", action="store_true", help="step: torch.compile the default setting")
     p.set_defaults(func=cmd_bench)
 
@@ -354,7 +372,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="linear probe of a target from embeddings: pretrained vs random init")
     downstream_args(p)
     p.add_argument("--target", required=True, metavar="COLUMN",
-                   help="a morphometry/radiomics column of the cache, or a column of --csv")
+                   help="a column of --csv (age, sex, diagnosis), or a morphometry/radiomics "
+                        "column of the cache")
+    p.add_argument("--allow-pretraining-target", action="store_true",
+                   help="probe a column the encoder was pretrained to regress (refused otherwise: "
+                        "it measures memorisation, not transfer)")
     p.add_argument("--csv", metavar="FILE", default=None, help="CSV with the target, one row per subject")
     p.add_argument("--id-column", default="subject_id",
                    help="subject id column of --csv (default subject_id)")

@@ -116,6 +116,15 @@ class UncertaintyWeighting(nn.Module):
 
 
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Cross-entropy in float32 (classification and per-voxel segmentation)."""
+    """Cross-entropy in float32 (classification and per-voxel segmentation), the mean over
+    samples (and voxels). logits [N, C] or [B, C, D, H, W]; labels int64 [N] or [B, D, H, W]."""
     return F.cross_entropy(logits.float(), labels)
+
+
+def dice_ce(logits: Tensor, labels: Tensor) -> Tensor:
+    """MONAI's DiceCELoss (softmax, one-hot labels; Dice + CE with weight 1 each), as the original
+    code trained the atlas task. logits [B, C, D, H, W]; labels int64 [B, D, H, W]. float32."""
+    from monai.losses import DiceCELoss  # noqa: PLC0415  (only with tasks.atlas.loss: dice_ce)
+
+    return DiceCELoss(to_onehot_y=True, softmax=True)(logits.float(), labels.unsqueeze(1))
 

@@ -69,18 +69,26 @@ def unrotate(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     return _apply_rotations(x, rot, inverse=True)
 
 
-def location_label(centre_vox: Sequence[float], volume_shape: Sequence[int], grid: int) -> int:
-    """Location class of a crop centre: a ``grid`` x ``grid`` split of the volume over spatial
-    axes 0 and 1, label = ``bin_axis0 * grid + bin_axis1`` in ``0 .. grid² - 1``.
+def location_label(centre_vox: Sequence[float], volume_shape: Sequence[int], grid: int,
+                   axes: Sequence[int] = (0, 2)) -> int:
+    """Location class of a crop centre: a ``grid`` x ``grid`` split of the volume over the two
+    spatial ``axes`` (views.location_axes), label = ``bin(axes[0]) * grid + bin(axes[1])`` in
+    ``0 .. grid² - 1``.
 
     centre_vox: the crop centre in voxel coordinates (``start + edge / 2``; floats allowed);
     volume_shape: the whole volume's shape. A centre on a bin edge goes to the upper bin.
+    The cache is RAS, so the default axes (0, 2) bin left -> right and inferior -> superior: the
+    coronal grid of the original, which binned FreeSurfer's LIA axes 0 and 1 (its label is
+    ``grid² - 1 -`` this one, both of its axes running the other way; the cells are the same).
     """
-    bins = []
-    for c, n in zip(centre_vox[:2], volume_shape[:2]):
+    if len(centre_vox) != len(volume_shape):
+        raise ValueError(f"crop centre {tuple(centre_vox)} and volume shape {tuple(volume_shape)} "
+                         f"differ in length")
+    for c, n in zip(centre_vox, volume_shape):
         if not 0 <= c <= n:
             raise ValueError(f"crop centre {tuple(centre_vox)} outside the volume {tuple(volume_shape)}")
-        bins.append(min(int(c * grid // n), grid - 1))
+    a, b = axes
+    bins = [min(int(centre_vox[ax] * grid // volume_shape[ax]), grid - 1) for ax in (a, b)]
     return bins[0] * grid + bins[1]
 
 
@@ -119,12 +127,14 @@ class Views:
     masked patches by its mask token); global2_patch_mask bool [B,G/p,G/p,G/p] and
     global2_voxel_mask bool [B,1,G,G,G] (True = masked);
     local float32 [B,1,S,S,S]: the local crop resized to S and rotated by rot_local;
-    local_atlas int64 [B,S,S,S]; local_patch_mask bool [B,S/p,S/p,S/p]; local_voxel_mask bool
-    [B,1,S,S,S]; rot_global1 / rot_global2 / rot_local / location / index int64 [B];
+    local_atlas int64 [B,S,S,S]; local_plain float32 [B,1,S,S,S]: the same resized local crop
+    unrotated, the local MIM's input and target (METHOD.md: "the unrotated local view, masked");
+    local_patch_mask bool [B,S/p,S/p,S/p] and local_voxel_mask bool [B,1,S,S,S], its MIM mask;
+    rot_global1 / rot_global2 / rot_local / location / index int64 [B];
     morphometry float32 [B,n_m], morphometry_present bool [B,n_m], radiomics float32 [B,n_r],
     radiomics_present bool [B,n_r].
 
-    The MIM masks are not rotated: they are drawn on the block grid of the already-rotated view.
+    The global MIM mask is not rotated: it is drawn on the block grid of the already-rotated view.
     Blocks are i.i.d. under rotation (a uniformly random set of blocks), so this is the same
     distribution, and the mask stays aligned with the tensor the model sees.
     """
@@ -136,6 +146,7 @@ class Views:
     global2_voxel_mask: torch.Tensor
     local: torch.Tensor
     local_atlas: torch.Tensor
+    local_plain: torch.Tensor
     local_patch_mask: torch.Tensor
     local_voxel_mask: torch.Tensor
     rot_global1: torch.Tensor
@@ -184,6 +195,7 @@ def make_views(batch: dict[str, torch.Tensor], cfg) -> Views:
         global2_voxel_mask=expand_block_mask(mim_g, b)[:, None],
         local=rotate(limg, rot[:, 2]),
         local_atlas=rotate(latl, rot[:, 2])[:, 0].long(),
+        local_plain=limg,
         local_patch_mask=expand_block_mask(mim_l, b // p),
         local_voxel_mask=expand_block_mask(mim_l, b)[:, None],
         rot_global1=rot[:, 0].contiguous(), rot_global2=rot[:, 1].contiguous(),

@@ -228,7 +228,8 @@ class CacheDataset(Dataset):
         out = {
             "global_image": _as_image(gimg), "global_atlas": torch.from_numpy(np.ascontiguousarray(gatl))[None],
             "local_image": _as_image(limg), "local_atlas": torch.from_numpy(np.ascontiguousarray(latl))[None],
-            "location": torch.tensor(location_label(centre, shape, self.cfg.views.location_grid)),
+            "location": torch.tensor(location_label(centre, shape, self.cfg.views.location_grid,
+                                                    self.cfg.views.location_axes)),
             "rotation": torch.tensor(d.rotation, dtype=torch.int64),
             "mim_global": torch.from_numpy(d.mim_global), "mim_local": torch.from_numpy(d.mim_local),
             "index": torch.tensor(index, dtype=torch.int64),

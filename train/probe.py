@@ -1,10 +1,13 @@
 """``damt probe CHECKPOINT --target COLUMN``: a linear probe from embeddings to one target,
 pretrained encoder against a randomly initialised encoder of the same sizes, in one run.
 
-The target is a morphometry or radiomics column of the cache (raw value from each subject store,
-e.g. ``aseg.Left-Hippocampus.Volume_mm3``) or a column of a user CSV keyed by subject id (age,
-sex, diagnosis). Both encoders embed the same centred crops (train/embed.py); the probes share
-the folds (damt/probe.py). The random-init encoder is built from the run's own ``train.seed``.
+The target is a column of a user CSV keyed by subject id (age, sex, diagnosis), or a morphometry
+or radiomics column of the cache (raw value from each subject store, e.g.
+``aseg.Left-Hippocampus.Volume_mm3``). A column the encoder was pretrained to regress (a cache
+target of an enabled morphometry/texture task, or a CSV column that is one) is refused unless
+``allow_pretraining_target``: probing it measures what pretraining memorised, not what transfers.
+Both encoders embed the same centred crops (train/embed.py); the probes share the folds
+(damt/probe.py). The random-init encoder is built from the run's own ``train.seed``.
 """
 
 from __future__ import annotations
@@ -78,6 +81,26 @@ def csv_target(csv: Path, column: str, id_column: str) -> tuple[pd.Series, dict[
             {"source": "csv", "csv": str(Path(csv).resolve()), "column": column, "id_column": id_column})
 
 
+#: target kind of the cache -> the pretext task that regresses it
+PRETRAINING_TASKS = {"morphometry": "morphometry", "radiomics": "texture"}
+
+
+def pretraining_target(cfg, cache: Path, column: str, csv: Path | None) -> str | None:
+    """Why ``column`` is a target the checkpoint's encoder (config ``cfg``) was pretrained to
+    regress, or None. A CSV column counts when its name, or ``<csv stem>.<name>`` (how the cache
+    names imported CSV columns), is a target column of an enabled regression task."""
+    names = CacheTargets.load(cache).names
+    wanted = [column] if csv is None else [column, f"{Path(csv).stem}.{column}"]
+    for kind, task in PRETRAINING_TASKS.items():
+        if not getattr(cfg.tasks, task).enabled:
+            continue
+        hit = next((n for n in wanted if n in names.get(kind, [])), None)
+        if hit is not None:
+            return (f"{hit!r} is a {kind} target the encoder was pretrained to regress "
+                    f"(tasks.{task}, {Path(cache) / 'targets.json'})")
+    return None
+
+
 def resolve_task(values: pd.Series, task: str) -> str:
     """``auto``: numeric with more than two distinct values is regression, else classification."""
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
@@ -116,11 +139,20 @@ def _json_safe(obj: Any) -> Any:
 def run_probe(checkpoint: Path | str, target: str, cache: Path | str | None = None,
               csv: Path | str | None = None, id_column: str = "subject_id", task: str = "auto",
               folds: int = 5, seed: int = 0, alpha: float | None = None, device: str = "auto",
-              batch: int = 2, out: Path | str | None = None) -> dict[str, Any]:
+              batch: int = 2, out: Path | str | None = None,
+              allow_pretraining_target: bool = False) -> dict[str, Any]:
     """Embed the cache with the pretrained and a random-init encoder, probe ``target`` with both on
-    the same subject folds, and return (and write to ``out``, JSON) the report."""
+    the same subject folds, and return (and write to ``out``, JSON) the report.
+
+    ProbeError, before anything is embedded, when ``target`` is a pretraining target (see
+    :func:`pretraining_target`) and ``allow_pretraining_target`` is False."""
     ck = load_run_checkpoint(checkpoint)
     cache = Path(cache) if cache is not None else Path(ck.cfg.data.cache_dir)
+    circular = pretraining_target(ck.cfg, cache, target, Path(csv) if csv is not None else None)
+    if circular is not None and not allow_pretraining_target:
+        raise ProbeError(f"{circular}: a probe on it measures memorisation, not transfer; probe a "
+                         f"column the encoder never saw (age, sex, diagnosis from --csv), or pass "
+                         f"--allow-pretraining-target")
     if csv is not None:
         values, target_info = csv_target(Path(csv), target, id_column)
     else:
@@ -147,6 +179,7 @@ def run_probe(checkpoint: Path | str, target: str, cache: Path | str | None = No
     report = {
         **body,
         "target": target_info | {
+            "pretraining_target": circular is not None,
             "n_subjects": len(kept_ids), "subjects_without_value": int((~keep).sum()),
             "rows_not_in_cache": len(unmatched),
             **({"mean": float(y.mean()), "std": float(y.std())} if task == "regression" else

@@ -6,14 +6,15 @@ from __future__ import annotations
 import torch
 
 from damt.config import DamtConfig
-from damt.views import Views
+from damt.views import Views, rotate
 
 
 def synthetic_views(cfg: DamtConfig, batch: int, n_morphometry: int, n_radiomics: int,
                     n_classes: int, device: str | torch.device = "cpu", seed: int = 0) -> Views:
     """One batch of :class:`damt.views.Views` drawn from a fixed generator.
 
-    Images are uniform in [0, 1], atlases uniform over the classes, masks mask
+    Images are uniform in [0, 1] (``local`` is ``local_plain`` rotated by ``rot_local``), atlases
+    uniform over the classes, masks mask
     ``views.mim_mask_ratio`` of the MIM blocks, targets are standard normal with ~10 % absent.
     """
     g = torch.Generator().manual_seed(seed)
@@ -35,7 +36,8 @@ def synthetic_views(cfg: DamtConfig, batch: int, n_morphometry: int, n_radiomics
     fields = dict(
         global1=img(gsz), global1_atlas=torch.randint(0, n_classes, (batch, gsz, gsz, gsz), generator=g),
         global2=img(gsz), global2_patch_mask=g2_patch, global2_voxel_mask=g2_vox,
-        local=img(lsz), local_atlas=torch.randint(0, n_classes, (batch, lsz, lsz, lsz), generator=g),
+        local_plain=img(lsz),
+        local_atlas=torch.randint(0, n_classes, (batch, lsz, lsz, lsz), generator=g),
         local_patch_mask=l_patch, local_voxel_mask=l_vox,
         rot_global1=torch.randint(0, 10, (batch,), generator=g),
         rot_global2=torch.randint(0, 10, (batch,), generator=g),
@@ -47,4 +49,5 @@ def synthetic_views(cfg: DamtConfig, batch: int, n_morphometry: int, n_radiomics
         radiomics_present=torch.rand(batch, n_radiomics, generator=g) > 0.1,
         index=torch.arange(batch),
     )
+    fields["local"] = rotate(fields["local_plain"], fields["rot_local"])  # as make_views does
     return Views(**{k: t.to(device) for k, t in fields.items()})

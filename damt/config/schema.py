@@ -111,11 +111,19 @@ class ViewsConfig:
     global_crop_vox: int = setting(128, "global crop edge", unit="voxels", lo=8)
     local_crop_vox: int = setting(56, "local crop edge before resizing", unit="voxels", lo=4)
     local_size_vox: int = setting(64, "local crop edge after resizing", unit="voxels", lo=4)
-    location_grid: int = setting(3, "location classes = grid x grid over axes 0 and 1", lo=2, hi=8)
+    location_grid: int = setting(3, "location classes = grid x grid over views.location_axes",
+                                 lo=2, hi=8)
+    location_axes: list[int] = setting([0, 2], "the two volume axes the location grid splits, label "
+                                       "= bin(first) * grid + bin(second); the cache is RAS, so "
+                                       "[0, 2] is the original's coronal grid (left-right x "
+                                       "inferior-superior)", lo=0, hi=2)
     mim_block_vox: int = setting(16, "masked-image-modelling block edge", unit="voxels", lo=2)
     mim_mask_ratio: float = setting(0.75, "fraction of blocks masked", unit="fraction", lo=0.0, hi=1.0)
 
     def _check(self, path: str) -> None:
+        if len(self.location_axes) != 2 or self.location_axes[0] == self.location_axes[1]:
+            raise ConfigError(f"{path}.location_axes", f"expected two different axes of 0, 1, 2, "
+                              f"got {self.location_axes}")
         if self.local_crop_vox > self.global_crop_vox:
             raise ConfigError(f"{path}.local_crop_vox", "must not exceed global_crop_vox")
         for name in ("global_crop_vox", "local_size_vox"):
@@ -134,16 +142,21 @@ class ModelConfig:
     depths: list[int] = setting([2, 2, 18, 2], "Swin blocks per stage", lo=1)
     num_heads: list[int] = setting([3, 6, 12, 24], "attention heads per stage", lo=1)
     mlp_ratio: float = setting(4.0, "MLP hidden width / embed width", lo=0.5)
-    drop_path_rate: float = setting(0.0, "stochastic depth rate", lo=0.0, hi=1.0)
+    drop_path_rate: float = setting(0.1, "stochastic depth rate of the Swin blocks (the "
+                                    "original's 0.1)", lo=0.0, hi=1.0)
     contrastive_dim: int = setting(512, "contrastive projection width", lo=1)
     regression_channels: int = setting(64, "Conv3d channels of the morphometry and texture heads "
                                        "(before their FC layer)", lo=1)
     sdpa_attention: bool = setting(True, "window attention through torch's "
                                    "scaled_dot_product_attention in training too (MONAI's own "
                                    "use_flash_attention applies only without autograd); same maths")
-    channels_last: bool = setting(True, "run the atlas decoder's convolutions in the channels-last "
-                                  "(NDHWC) memory layout: ~2x faster 3D convolutions on CPUs (oneDNN) "
-                                  "and the layout of cuDNN's tensor-core kernels; same maths")
+    atlas_decoder: Literal["convdecoder", "swinunetr"] = setting(
+        "convdecoder", "convdecoder: the original's light decoder (x4..x0 skips, ~0.27 TFLOP per "
+                       "step); swinunetr: MONAI SwinUNETR's full decoder, which also reads the input "
+                       "image (~12x the FLOPs; see docs/method.md)")
+    channels_last: bool = setting(False, "feed the atlas decoder's convolutions channels-last "
+                                  "(NDHWC) activations (parameters stay contiguous); measured no "
+                                  "gain on a CPU (docs/benchmarks.md), same maths")
 
     def _check(self, path: str) -> None:
         if len(self.depths) != len(self.num_heads):
@@ -167,6 +180,24 @@ class TaskConfig:
     weight: float = setting(1.0, "fixed loss weight", lo=0.0)
 
 
+@dataclass(frozen=True)
+class RotationTaskConfig(TaskConfig):
+    """Rotation classification: on/off, weight, and which views it reads."""
+
+    masked_view: bool = setting(False, "also classify the rotation of the masked global view 2 "
+                                "(the seed discards its label)")
+
+
+@dataclass(frozen=True)
+class AtlasTaskConfig(TaskConfig):
+    """Atlas segmentation: on/off, weight, and its per-view loss."""
+
+    weight: float = setting(0.5, "fixed loss weight (on the sum of the global and the local loss)",
+                            lo=0.0)
+    loss: Literal["ce", "dice_ce"] = setting("ce", "per-view loss: cross-entropy (the seed's "
+                                             "document) or MONAI's DiceCELoss (the original code)")
+
+
 def _task(weight: float) -> TaskConfig:
     return TaskConfig(enabled=True, weight=weight)
 
@@ -180,13 +211,15 @@ class TasksConfig:
     contrastive_temperature: float = setting(0.5, "NT-Xent temperature", lo=1e-6)
     contrastive_gather: bool = setting(False, "under DDP, NT-Xent negatives from every rank's batch "
                                        "(all_gather with gradient), not only this rank's")
-    rotation: TaskConfig = section(lambda: _task(1.0), "rotation classification, global + local")
+    rotation: RotationTaskConfig = section(RotationTaskConfig, "rotation classification, one CE "
+                                           "over global view 1 and the local view")
     location: TaskConfig = section(lambda: _task(1.0), "location classification of the local crop")
     contrastive: TaskConfig = section(lambda: _task(1.0), "NT-Xent between the two global views")
-    atlas: TaskConfig = section(lambda: _task(0.5), "101-class segmentation, global + local")
+    atlas: AtlasTaskConfig = section(AtlasTaskConfig, "101-class segmentation, global + local")
     morphometry: TaskConfig = section(lambda: _task(5.0), "L1 regression of FreeSurfer morphometry")
     texture: TaskConfig = section(lambda: _task(5.0), "L1 regression of radiomics texture")
-    mim: TaskConfig = section(lambda: _task(1.0), "L1 reconstruction of masked voxels")
+    mim: TaskConfig = section(lambda: _task(1.0), "L1 reconstruction of masked voxels, global + "
+                              "local")
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,18 @@
 
 Regression heads end in a Linear layer with no activation: their targets are normalised and take
 negative values (the original ended them in ReLU, which can never output the lower half).
+
+Two atlas decoders (``model.atlas_decoder``): :class:`ConvDecoder`, the original's light decoder
+and the default, and :class:`SwinUNETRDecoder`, MONAI SwinUNETR's full decoder (an option). Both
+take ``(hidden, x_in)`` and return per-voxel logits of the input's size.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
-from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
+from monai.networks.blocks import Convolution, UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
 from monai.networks.utils import pixelshuffle
 from torch import Tensor, nn
 
@@ -57,19 +63,81 @@ class MIMDecoder(nn.Module):
         return pixelshuffle(self.conv(x4), spatial_dims=3, scale_factor=self.stride)
 
 
-class AtlasDecoder(nn.Module):
-    """SwinUNETR's convolutional decoder with skips from x4..x0 and the input, -> per-voxel logits.
+def _layout(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last_3d if channels_last else torch.contiguous_format
+
+
+class ConvDecoder(nn.Module):
+    """The original's light atlas decoder (METHOD.md 'Model'), from MONAI's Convolution blocks.
+
+    ``hidden`` x0..x4 with channels c0..c4 (48, 96, 192, 384, 768 at the seed sizes):
+
+    * ``bottleneck``: conv 3³ + InstanceNorm + LeakyReLU on x4, c4 -> c4;
+    * ``levels[i]`` (i = 0..3, skips x3, x2, x1, x0): conv 3³ + InstanceNorm + LeakyReLU to the
+      skip's width, trilinear x2, then concatenated with the skip (twice the skip's width);
+    * ``last``: conv 3³ + InstanceNorm + LeakyReLU 2·c0 -> c0, trilinear x patch back to the input
+      grid; ``out``: a 1³ convolution (MONAI UnetOutBlock) to ``n_classes``.
+
+    No skip from the input image and no residual blocks: the atlas must come from the encoder's
+    features. The convolutions carry no bias (a bias before an affine-free InstanceNorm cancels).
+    With ``channels_last`` the activations (never the parameters, which DDP's gradient buckets
+    mirror) run in NDHWC, the layout of oneDNN's and cuDNN's fast 3D convolution kernels, and the
+    logits come out NDHWC, so a per-voxel softmax reads each voxel's classes contiguously.
+    """
+
+    def __init__(self, hidden_channels: Sequence[int], n_classes: int, patch_size: int = 2,
+                 channels_last: bool = False):
+        super().__init__()
+        c = list(hidden_channels)
+        if len(c) != 5:
+            raise ValueError(f"expected the widths of x0..x4, got {c}")
+        self.memory_format = _layout(channels_last)
+        self.patch_size = patch_size
+
+        def block(cin: int, cout: int) -> Convolution:
+            return Convolution(spatial_dims=3, in_channels=cin, out_channels=cout, kernel_size=3,
+                               act=("leakyrelu", {"negative_slope": 0.01, "inplace": True}),
+                               norm="instance", bias=False)
+
+        self.bottleneck = block(c[4], c[4])
+        levels, cin = [], c[4]
+        for skip in reversed(c[:4]):  # x3, x2, x1, x0
+            levels.append(block(cin, skip))
+            cin = 2 * skip  # upsampled features concatenated with the skip
+        self.levels = nn.ModuleList(levels)
+        self.last = block(cin, c[0])
+        self.out = UnetOutBlock(spatial_dims=3, in_channels=c[0], out_channels=n_classes)
+
+    @staticmethod
+    def _up(x: Tensor, factor: int) -> Tensor:
+        return nn.functional.interpolate(x, scale_factor=factor, mode="trilinear", align_corners=False)
+
+    def forward(self, hidden: list[Tensor], x_in: Tensor | None = None) -> Tensor:
+        """hidden: x0..x4 of an input [B, 1, D³] (``x_in`` is not used). Returns logits
+        [B, n_classes, D³] (NDHWC memory with ``channels_last``)."""
+        fmt = self.memory_format
+        x0, x1, x2, x3, x4 = (h.contiguous(memory_format=fmt) for h in hidden)
+        x = self.bottleneck(x4)
+        for level, skip in zip(self.levels, (x3, x2, x1, x0)):
+            x = torch.cat([self._up(level(x), 2), skip], dim=1)
+        return self.out(self._up(self.last(x), self.patch_size))
+
+
+class SwinUNETRDecoder(nn.Module):
+    """SwinUNETR's convolutional decoder with skips from x4..x0 and the input, -> per-voxel logits
+    (``model.atlas_decoder: swinunetr``; not the method's decoder, see :class:`ConvDecoder`).
 
     Built from MONAI's UnetrBasicBlock / UnetrUpBlock / UnetOutBlock with SwinUNETR's own module
     names and widths (feature_size = the encoder's embed_dim), so together with the encoder it
-    has the key layout of a MONAI SwinUNETR.
+    has the key layout of a MONAI SwinUNETR. Its full-resolution residual blocks on the input
+    image cost ~12x the ConvDecoder's FLOPs and let it draw the atlas from raw intensities.
     """
 
     def __init__(self, feature_size: int, n_classes: int, in_channels: int = 1,
                  norm_name: str = "instance", channels_last: bool = False):
         super().__init__()
         f = feature_size
-        self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+        self.memory_format = _layout(channels_last)
 
         def basic(cin: int, cout: int) -> UnetrBasicBlock:
             return UnetrBasicBlock(spatial_dims=3, in_channels=cin, out_channels=cout, kernel_size=3,
@@ -90,10 +158,12 @@ class AtlasDecoder(nn.Module):
         self.decoder2 = up(2 * f, f)
         self.decoder1 = up(f, f)
         self.out = UnetOutBlock(spatial_dims=3, in_channels=f, out_channels=n_classes)
-        self.to(memory_format=self.memory_format)  # conv weights in the layout of the inputs
 
-    def forward(self, x_in: Tensor, hidden: list[Tensor]) -> Tensor:
-        """x_in: the encoder input [B, 1, D³]; hidden: x0..x4. Returns logits [B, n_classes, D³]."""
+    def forward(self, hidden: list[Tensor], x_in: Tensor | None = None) -> Tensor:
+        """hidden: x0..x4; x_in: the encoder input [B, 1, D³] (required: the first skip).
+        Returns logits [B, n_classes, D³]."""
+        if x_in is None:
+            raise ValueError("SwinUNETR's decoder needs the encoder input (its first skip)")
         x_in = x_in.contiguous(memory_format=self.memory_format)
         x0, x1, x2, x3, x4 = (h.contiguous(memory_format=self.memory_format) for h in hidden)
         enc0 = self.encoder1(x_in)

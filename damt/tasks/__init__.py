@@ -23,7 +23,7 @@ ENCODINGS: dict[str, tuple[str, str | None]] = {
     "global": ("global1", None),
     "global_masked": ("global2", "global2_patch_mask"),
     "local": ("local", None),
-    "local_masked": ("local", "local_patch_mask"),
+    "local_masked": ("local_plain", "local_patch_mask"),  # the unrotated local view
 }
 
 
@@ -66,6 +66,7 @@ class Task(ABC):
     def __init__(self, cfg: DamtConfig):
         self.cfg = cfg
         self.weight = float(getattr(cfg.tasks, self.name).weight)
+        self.encodings = type(self).encodings  # a task may narrow it from its config
 
     @abstractmethod
     def build_head(self, dims: ModelDims) -> nn.Module:

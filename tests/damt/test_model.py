@@ -11,7 +11,7 @@ from monai.networks.nets import SwinUNETR
 from damt.config import load_config
 from damt.model import DamtModel
 from damt.model.encoder import MaskedSwinEncoder, SdpaWindowAttention
-from damt.model.heads import MIMDecoder, RegressionHead
+from damt.model.heads import ConvDecoder, MIMDecoder, RegressionHead, SwinUNETRDecoder
 from train.synthetic import synthetic_views
 
 
@@ -57,7 +57,7 @@ def test_masked_patches_see_only_the_mask_token(tiny):
 
 def test_sdpa_attention_equals_monai_attention_with_gradients(tiny):
     # two blocks per stage, so the shifted-window mask path is exercised too
-    kw = {"depths": [2, 2, 2, 2]}
+    kw = {"depths": [2, 2, 2, 2], "drop_path_rate": 0.0}  # no random block drops in train mode
     ref, sdpa = _encoder(tiny, sdpa=False, **kw).train(), _encoder(tiny, sdpa=True, **kw).train()
     sdpa.load_state_dict(ref.state_dict())
     assert any(isinstance(m, SdpaWindowAttention) for m in sdpa.modules())
@@ -76,8 +76,10 @@ def test_sdpa_attention_equals_monai_attention_with_gradients(tiny):
         assert torch.allclose(p.grad, grads[name].grad, atol=1e-5, rtol=1e-3), name
 
 
-def test_encoder_and_atlas_decoder_load_into_monai_swinunetr(tiny):
-    model = DamtModel(tiny, 20, 8, 101)
+def test_encoder_and_swinunetr_atlas_decoder_load_into_monai_swinunetr(tiny):
+    cfg = replace(tiny, model=replace(tiny.model, atlas_decoder="swinunetr"))
+    model = DamtModel(cfg, 20, 8, 101)
+    assert isinstance(model.heads["atlas"], SwinUNETRDecoder)
     state = {f"swinViT.{k[len('encoder.swinViT.'):]}": v for k, v in model.state_dict().items()
              if k.startswith("encoder.swinViT.")}
     state |= {k[len("heads.atlas."):]: v for k, v in model.state_dict().items()
@@ -130,3 +132,34 @@ def test_regression_head_is_unbounded():
         head.fc.bias.fill_(-3.0)
     out = head(torch.randn(3, 16, 2, 2, 2))
     assert out.shape == (3, 5) and (out < 0).any()  # no ReLU at the end (a defect of the original)
+
+
+def test_conv_decoder_is_the_originals_at_the_seed_sizes():
+    # METHOD.md 'Model': conv block on x4, four levels of conv 3³ + IN + LeakyReLU + trilinear x2
+    # concatenated with x3..x0, a last conv + x2 to 48 channels, a 1³ block to 101 classes
+    with torch.device("meta"):
+        dec = ConvDecoder([48, 96, 192, 384, 768], 101, patch_size=2)
+    convs = [(m.in_channels, m.out_channels, m.kernel_size) for m in dec.modules()
+             if isinstance(m, torch.nn.Conv3d)]
+    k3, k1 = (3, 3, 3), (1, 1, 1)
+    assert convs == [(768, 768, k3), (768, 384, k3), (768, 192, k3), (384, 96, k3), (192, 48, k3),
+                     (96, 48, k3), (48, 101, k1)]
+    norms = [m for m in dec.modules() if isinstance(m, torch.nn.InstanceNorm3d)]
+    acts = [m for m in dec.modules() if isinstance(m, torch.nn.LeakyReLU)]
+    assert len(norms) == len(acts) == 6 and all(a.negative_slope == 0.01 for a in acts)
+    # no residual blocks, nothing that could read the input image
+    assert not any(type(m).__name__.startswith(("Unetr", "UnetResBlock")) for m in dec.modules())
+
+
+def test_conv_decoder_reads_only_the_hidden_states(tiny):
+    torch.manual_seed(0)
+    model = DamtModel(tiny, 20, 8, 101)
+    assert isinstance(model.heads["atlas"], ConvDecoder)
+    dec = model.heads["atlas"]
+    hidden = [torch.randn(2, c, 32 // 2 ** i, 32 // 2 ** i, 32 // 2 ** i)
+              for i, c in enumerate(model.encoder.out_channels)]
+    out = dec(hidden, torch.rand(2, 1, 64, 64, 64))
+    assert out.shape == (2, 101, 64, 64, 64)
+    assert torch.equal(out, dec(hidden, torch.rand(2, 1, 64, 64, 64)))  # the image plays no part
+    assert torch.equal(out, dec(hidden))
+    assert all(p.is_contiguous() for p in dec.parameters())  # DDP buckets mirror param strides

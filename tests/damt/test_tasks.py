@@ -88,3 +88,88 @@ def test_config_errors_name_the_key(repo):
         DamtModel(_cfg(repo, *CHEAP), 0, 8, 101)  # a cache without morphometry columns
     with pytest.raises(ConfigError, match="views.local_size_vox"):
         DamtModel(_cfg(repo, "views.local_crop_vox=28", "views.local_size_vox=32"), 20, 8, 101)
+
+
+def _direct_losses(model, views):
+    """The seed's loss definitions (METHOD.md 'Losses', the original main.py) written out from
+    the model's own encoder passes and heads."""
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    enc, h = model.encode(views), model.heads
+    rot_logits = torch.cat([h["rotation"](enc["global"].pooled), h["rotation"](enc["local"].pooled)])
+    out = {"rotation": F.cross_entropy(rot_logits, torch.cat([views.rot_global1, views.rot_local]))}
+    if "atlas" in h:
+        g, loc = enc["global"], enc["local"]
+        out["atlas"] = (F.cross_entropy(h["atlas"](g.hidden), views.global1_atlas)
+                        + F.cross_entropy(h["atlas"](loc.hidden), views.local_atlas))
+
+    def masked(pred, target, mask):
+        return (pred - target).abs()[mask].mean()
+
+    out["mim"] = (masked(h["mim"](enc["global_masked"].hidden[-1]), views.global2, views.global2_voxel_mask)
+                  + masked(h["mim"](enc["local_masked"].hidden[-1]), views.local_plain,
+                           views.local_voxel_mask))
+    return out
+
+
+def test_task_losses_are_the_seeds_definitions(repo):
+    cfg = _cfg(repo)
+    torch.manual_seed(0)
+    model = DamtModel(cfg, 20, 8, 101).eval()
+    views = synthetic_views(cfg, 1, 20, 8, 101)
+    assert model.passes == ["global", "global_masked", "local", "local_masked"]
+    with torch.no_grad():
+        total, losses = model(views)
+        direct = _direct_losses(model, views)
+        # the local MIM pass encodes the unrotated local crop, not the rotated one
+        plain = model.encoder(views.local_plain, views.local_patch_mask)
+        rotated = model.encoder(views.local, views.local_patch_mask)
+        enc = model.encode(views)
+    for name, value in direct.items():
+        assert losses[name].item() == pytest.approx(value.item(), rel=1e-5), name
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(enc["local_masked"].hidden, plain))
+    assert not torch.allclose(enc["local_masked"].hidden[-1], rotated[-1], atol=1e-3)
+    # the logged loss is the task's contribution to the total divided by its weight
+    contributions = {"rotation": 1, "location": 1, "contrastive": 1, "atlas": 0.5, "morphometry": 5,
+                     "texture": 5, "mim": 1}
+    assert total.item() == pytest.approx(sum(w * losses[k].item() for k, w in contributions.items()),
+                                         rel=1e-6)
+
+
+def test_rotation_masked_view_option_adds_global_view_2(repo):
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    cfg = _cfg(repo, *CHEAP, "tasks.rotation.masked_view=true", "tasks.mim.enabled=false",
+               "tasks.contrastive.enabled=false")
+    torch.manual_seed(0)
+    model = DamtModel(cfg, 20, 8, 101).eval()
+    assert model.passes == ["global", "global_masked", "local"]
+    views = synthetic_views(cfg, 2, 20, 8, 101)
+    with torch.no_grad():
+        losses = model(views)[1]
+        enc, head = model.encode(views), model.heads["rotation"]
+        logits = torch.cat([head(enc[p].pooled) for p in ("global", "global_masked", "local")])
+        want = F.cross_entropy(logits, torch.cat([views.rot_global1, views.rot_global2, views.rot_local]))
+    assert losses["rotation"].item() == pytest.approx(want.item(), rel=1e-6)
+    # by default the masked view's rotation is discarded: without MIM and contrastive, no masked pass
+    off = DamtModel(_cfg(repo, *CHEAP, "tasks.mim.enabled=false", "tasks.contrastive.enabled=false"),
+                    20, 8, 101)
+    assert off.passes == ["global", "local"]
+
+
+def test_atlas_dice_ce_option_is_monais_dice_ce_on_each_view(repo):
+    from monai.losses import DiceCELoss  # noqa: PLC0415
+
+    cfg = _cfg(repo, "tasks.atlas.loss=dice_ce")
+    torch.manual_seed(0)
+    model = DamtModel(cfg, 20, 8, 101).eval()
+    views = synthetic_views(cfg, 1, 20, 8, 101)
+    with torch.no_grad():
+        losses = model(views)[1]
+        enc, dec = model.encode(views), model.heads["atlas"]
+        loss = DiceCELoss(to_onehot_y=True, softmax=True)
+        want = (loss(dec(enc["global"].hidden), views.global1_atlas[:, None])
+                + loss(dec(enc["local"].hidden), views.local_atlas[:, None]))
+    assert losses["atlas"].item() == pytest.approx(want.item(), rel=1e-5)
+    with pytest.raises(ConfigError, match="tasks.atlas.loss"):
+        _cfg(repo, "tasks.atlas.loss=dice")

@@ -81,19 +81,26 @@ def test_rotate_rejects_bad_input():
 
 
 def test_location_label_bins():
-    shape = (128, 150, 128)
-    assert location_label((0.0, 0.0, 64.0), shape, 3) == 0
-    assert location_label((127.9, 149.9, 0.0), shape, 3) == 8
-    assert location_label((64.0, 20.0, 5.0), shape, 3) == 3      # bin 1 on axis 0, bin 0 on axis 1
-    assert location_label((10.0, 75.0, 5.0), shape, 3) == 1
+    shape = (128, 150, 140)
+    # default axes (0, 2): label = bin(axis 0) * 3 + bin(axis 2); axis 1 plays no part
+    assert location_label((0.0, 75.0, 0.0), shape, 3) == 0
+    assert location_label((127.9, 0.0, 139.9), shape, 3) == 8
+    assert location_label((64.0, 149.0, 20.0), shape, 3) == 3    # bin 1 on axis 0, bin 0 on axis 2
+    assert location_label((10.0, 3.0, 75.0), shape, 3) == 1
     assert location_label((128 / 3, 0.0, 0.0), shape, 3) == 3    # a bin edge goes up
-    assert location_label((128.0, 150.0, 0.0), shape, 3) == 8    # the far face stays in the last bin
-    assert location_label((0.0, 149.0, 0.0), shape, 4) == 3      # other grids: bin0 * grid + bin1
+    assert location_label((128.0, 0.0, 140.0), shape, 3) == 8    # the far face stays in the last bin
+    assert location_label((0.0, 0.0, 139.0), shape, 4) == 3      # other grids: bin0 * grid + bin1
+    # other axes, in the order given
+    assert location_label((64.0, 20.0, 5.0), shape, 3, axes=(0, 1)) == 3
+    assert location_label((64.0, 20.0, 5.0), shape, 3, axes=(1, 0)) == 1
     # every label is reachable with crop centres of a 56-voxel crop inside the volume
-    labels = {location_label((s0 + 28, s1 + 28, 64), shape, 3) for s0 in range(0, 73) for s1 in range(0, 95)}
+    labels = {location_label((s0 + 28, 64, s2 + 28), shape, 3) for s0 in range(0, 73)
+              for s2 in range(0, 85)}
     assert labels == set(range(9))
     with pytest.raises(ValueError):
         location_label((-1.0, 3.0, 3.0), shape, 3)
+    with pytest.raises(ValueError):
+        location_label((3.0, 3.0, 141.0), shape, 3)  # outside on an axis the grid ignores too
 
 
 def test_resize_local_shapes_and_nearest_labels():
@@ -169,6 +176,7 @@ def test_make_views(repo):
     assert out.local.shape == (3, 1, s, s, s)
     assert torch.equal(out.local, rotate(img, rot[:, 2]))
     assert torch.equal(out.local_atlas, rotate(atl, rot[:, 2])[:, 0].long())
+    assert torch.equal(out.local_plain, img)  # the local MIM's input: the same crop, unrotated
     # masks: drawn on the rotated view's block grid, i.e. the batch's blocks expanded, not rotated
     assert out.global2_patch_mask.shape == (3, g // p, g // p, g // p)
     assert torch.equal(out.global2_patch_mask, expand_block_mask(batch["mim_global"], k // p))
@@ -191,3 +199,52 @@ def test_make_views_rejects_a_batch_of_other_sizes(repo):
     # blocks of 2 cannot cover patches of 4: the config refuses it at start, naming the key
     with pytest.raises(ConfigError, match="views.mim_block_vox"):
         load_config(None, ["model.patch_size_vox=4", "views.mim_block_vox=2"])
+
+
+def test_location_label_follows_anatomy_not_array_order():
+    """A synthetic head in FreeSurfer's LIA voxel order, preprocessed to the cache's RAS frame: the
+    default grid (RAS axes 0 and 2) puts a left-superior structure in the left-superior cell and
+    tells it from a left-inferior one, as the original's coronal grid over LIA axes 0 and 1 did."""
+    from damt.io import Volume  # noqa: PLC0415
+    from damt.labels import load_label_table  # noqa: PLC0415
+    from damt.synth import conformed_affine  # noqa: PLC0415
+    from preprocess.subject import preprocess_volumes  # noqa: PLC0415
+
+    cfg = load_config(None, [])
+    n = 120
+    affine = conformed_affine((n, n, n))  # voxel axes: 0 -> Left, 1 -> Inferior, 2 -> Anterior
+    lia = np.indices((n, n, n)).transpose(1, 2, 3, 0)
+    image = np.where(((lia - n / 2) ** 2).sum(-1) < (0.45 * n) ** 2, 60, 0).astype(np.uint8)
+    parc = np.where(image > 0, 2, 0).astype(np.int32)  # white matter everywhere in the head
+    lo, hi = n // 2 - 32, n // 2 + 32                  # left/right and superior/inferior thirds
+    markers = {"left_superior": (17, (hi, lo)), "left_inferior": (53, (hi, hi)),
+               "right_superior": (10, (lo, lo))}       # FreeSurfer id, LIA (axis 0, axis 1) centre
+    for fs_id, (c0, c1) in markers.values():
+        box = (slice(c0 - 4, c0 + 4), slice(c1 - 4, c1 + 4), slice(n // 2 - 4, n // 2 + 4))
+        image[box], parc[box] = 200, fs_id
+    table = load_label_table("damt-v1")
+    out = preprocess_volumes(Volume(image, affine, "t1"), Volume(parc, affine, "parc"),
+                             cfg.preprocess, table.lookup())
+    assert out.info["axcodes"] == "RAS"
+    ras = np.asarray(out.info["affine"])
+    labels, old = {}, {}
+    for name, (fs_id, _) in markers.items():
+        centre = np.argwhere(out.atlas == table.lookup()[fs_id]).mean(axis=0) + 0.5  # voxel i spans [i, i+1)
+        world = ras[:3, :3] @ (centre - 0.5) + ras[:3, 3]
+        assert (world[0] < 0) == name.startswith("left") and (world[2] > 0) == ("superior" in name)
+        labels[name] = location_label(centre, out.atlas.shape, cfg.views.location_grid,
+                                      cfg.views.location_axes)
+        old[name] = location_label(centre, out.atlas.shape, 3, axes=(0, 1))
+    # cells: bin 0..2 from left to right (RAS axis 0) and from inferior to superior (RAS axis 2)
+    assert labels == {"left_superior": 0 * 3 + 2, "left_inferior": 0 * 3 + 0, "right_superior": 2 * 3 + 2}
+    # binning the first two array axes of the RAS cache instead mixes superior and inferior
+    assert old["left_superior"] == old["left_inferior"]
+
+
+def test_location_axes_config_is_checked():
+    assert load_config(None, []).views.location_axes == [0, 2]
+    for bad, words in (("[0, 0]", "two different axes"), ("[0]", "two different axes"),
+                       ("[0, 3]", "must be <= 2")):
+        with pytest.raises(ConfigError, match="views.location_axes") as err:
+            load_config(None, [f"views.location_axes={bad}"])
+        assert words in str(err.value)

@@ -4,7 +4,8 @@ Each process sets torchrun's environment variables itself (so it goes through th
 ``train.dist.setup`` as under torchrun), builds a :class:`train.loop.Trainer` on configs/tiny.yaml
 and runs it, recording after every step its StepResult and a copy of its parameters. A job may
 inject a non-finite loss (``inf_rank`` at ``inf_step``) or a SIGTERM (``sigterm_rank`` after
-``sigterm_step``) into one rank only. What the rank saw is saved as ``<results>/rank<r>.pt``.
+``sigterm_step``) into one rank only. What the rank saw, including every Python warning raised
+while it trained (DDP's reducer reports through them), is saved as ``<results>/rank<r>.pt``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import torch
@@ -54,18 +56,21 @@ def run_rank(rank: int, world: int, port: int, job: dict) -> None:
 
     DamtModel.forward, loop.train_step = forward, step
     try:
-        trainer = loop.Trainer(cfg, Path(job["cache"]), Path(job["out"]), resume=job["resume"],
-                               progress=False)
-        initial = _params(trainer.model)
-        grads: list[dict] = []
-        # the gradients the optimiser applies (DDP-averaged, clipped), captured before it steps
-        trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: grads.append(
-            {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()
-             if p.grad is not None}))
-        result = trainer.run(job["max_steps"])
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            trainer = loop.Trainer(cfg, Path(job["cache"]), Path(job["out"]), resume=job["resume"],
+                                   progress=False)
+            initial = _params(trainer.model)
+            grads: list[dict] = []
+            # the gradients the optimiser applies (DDP-averaged, clipped), captured before it steps
+            trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: grads.append(
+                {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()
+                 if p.grad is not None}))
+            result = trainer.run(job["max_steps"])
         torch.save({"initial": initial, "steps": steps, "grads": grads, "step": result.step,
                     "stopped_by": result.stopped_by, "checkpoint": str(result.checkpoint),
-                    "world_size": trainer.dist.world_size, "sampler": trainer.sampler.state_dict()},
+                    "world_size": trainer.dist.world_size, "sampler": trainer.sampler.state_dict(),
+                    "warnings": [f"{w.category.__name__}: {w.message}" for w in seen]},
                    Path(job["results"]) / f"rank{rank}.pt")
     finally:
         DamtModel.forward, loop.train_step = real_forward, real_step

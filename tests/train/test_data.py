@@ -144,10 +144,11 @@ def test_location_labels_match_centre_and_reach_all_classes(ds, tiny_cfg):
         d = ds.draws(key, shape)
         centre = [s + lc / 2 for s in d.local_start]
         label = location_label(centre, shape, 3)
-        assert label == min(int(3 * centre[0] // shape[0]), 2) * 3 + min(int(3 * centre[1] // shape[1]), 2)
+        # the default grid: RAS axes 0 (left -> right) and 2 (inferior -> superior)
+        assert label == min(int(3 * centre[0] // shape[0]), 2) * 3 + min(int(3 * centre[2] // shape[2]), 2)
         labels.add(label)
         if key < 6:
-            assert ds[key]["location"].item() == label
+            assert ds[key]["location"].item() == label  # the dataset bins views.location_axes
     assert labels == set(range(9))
 
 

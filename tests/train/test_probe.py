@@ -116,7 +116,8 @@ def test_embeddings_equal_monai_swin_on_hand_read_centre_crops(run, embedded):
 
 def test_probe_morphometry_report_is_correct(run, embedded, tmp_path, capsys):
     out = tmp_path / "report.json"
-    assert main(["probe", str(run.run_dir), "--target", TARGET, "--folds", "3", "--out", str(out)]) == 0
+    assert main(["probe", str(run.run_dir), "--target", TARGET, "--folds", "3", "--out", str(out),
+                 "--allow-pretraining-target"]) == 0
     printed = capsys.readouterr().out
     rep = json.loads(out.read_text())
     ids = ok_subjects(run.cache)["subject_id"].tolist()
@@ -125,8 +126,8 @@ def test_probe_morphometry_report_is_correct(run, embedded, tmp_path, capsys):
     np.testing.assert_allclose(rep["target_values"], y, rtol=1e-6)  # the cache stores float32
     y = np.asarray(rep["target_values"])
     assert rep["target"] | {"mean": 0, "std": 0} == {
-        "source": "cache:morphometry", "column": TARGET, "n_subjects": 9, "subjects_without_value": 0,
-        "rows_not_in_cache": 0, "mean": 0, "std": 0}
+        "source": "cache:morphometry", "column": TARGET, "pretraining_target": True, "n_subjects": 9,
+        "subjects_without_value": 0, "rows_not_in_cache": 0, "mean": 0, "std": 0}
     folds = np.asarray(rep["fold_of_row"])
     assert rep["cv"]["folds"] == 3 and sorted(np.bincount(folds)) == [3, 3, 3]
     # pretrained embeddings from `damt embed`; random init: a fresh encoder from the run's seed
@@ -169,6 +170,7 @@ def test_probe_csv_classification(run, tmp_path):
     assert rep["task"] == "classification" and rep["classes"] == ["large", "small"]
     t = rep["target"]
     assert (t["n_subjects"], t["subjects_without_value"], t["rows_not_in_cache"]) == (8, 1, 1)
+    assert t["pretraining_target"] is False
     assert rep["subjects"] == ids[1:]
     labels = np.array([rep["classes"].index(v) for v in rep["target_values"]])
     assert rep["target_values"] == [r["etiv_group"] for r in rows[1:9]]
@@ -196,6 +198,28 @@ def test_random_init_is_the_runs_initialisation(run, tmp_path):
         assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
     finally:
         trainer.logger.close()
+
+
+def test_probe_refuses_a_pretraining_target(run, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["probe", str(run.run_dir), "--target", TARGET, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "pretrained to regress (tasks.morphometry" in err
+    assert "--allow-pretraining-target" in err and not out.exists()
+    # the same column brought in by a CSV named like the cache's column prefix is refused too
+    csv = tmp_path / "aseg.csv"
+    pd.DataFrame({"subject_id": ["sub-01"], "Left-Hippocampus.Volume_mm3": [4000.0]}).to_csv(csv, index=False)
+    assert main(["probe", str(run.run_dir), "--csv", str(csv), "--target", "Left-Hippocampus.Volume_mm3",
+                 "--out", str(out)]) == 2
+    assert "pretrained to regress" in capsys.readouterr().err
+    # a run that did not train the morphometry task may probe its columns
+    from train.probe import pretraining_target  # noqa: PLC0415
+    from dataclasses import replace  # noqa: PLC0415
+
+    off = replace(run.cfg, tasks=replace(run.cfg.tasks, morphometry=replace(run.cfg.tasks.morphometry,
+                                                                             enabled=False)))
+    assert pretraining_target(off, run.cache, TARGET, None) is None
+    assert pretraining_target(run.cfg, run.cache, TARGET, None) is not None
 
 
 def test_probe_input_errors(run, tmp_path, capsys):

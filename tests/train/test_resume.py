@@ -72,3 +72,36 @@ def test_config_change_on_resume_is_refused(runs, repo):
                       progress=False)
     allowed.logger.close()
     assert allowed.step == 4
+
+
+def test_resume_loads_the_model_strictly(repo):
+    """Defect 6 of the original: resume with strict=False, so a renamed or foreign key left part of
+    the model at its initialisation without a word. Here every key must match."""
+    from damt.model import DamtModel  # noqa: PLC0415
+    from train.data import ShardedSampler  # noqa: PLC0415
+    from train.optim import Schedule, build_optimizer  # noqa: PLC0415
+    from train.precision import resolve_precision  # noqa: PLC0415
+    from train.state import make_state, restore_state  # noqa: PLC0415
+
+    cfg = load_config(repo / "configs" / "tiny.yaml", ["tasks.atlas.enabled=false"])
+
+    def parts(seed: int) -> dict:
+        torch.manual_seed(seed)
+        model = DamtModel(cfg, 20, 8, 101)
+        return dict(model=model, optimizer=build_optimizer(model, cfg.optim),
+                    precision=resolve_precision("fp32", torch.device("cpu")),
+                    schedule=Schedule.build(cfg.optim, 3, 2, 2), sampler=ShardedSampler(6, 0, 1, seed=0))
+
+    saved = make_state(**parts(1), step=3, epoch=0, skipped_total=0, skipped_consecutive=0, cfg=cfg)
+    key = "heads.rotation.fc.weight"
+    renamed = dict(saved, model={("heads.rotation.fc.w" if k == key else k): v
+                                 for k, v in saved["model"].items()})
+    foreign = dict(saved, model={**saved["model"], "heads.old_task.fc.weight": torch.zeros(2, 2)})
+    fresh = parts(2)
+    for state, words in ((renamed, ["Missing key", key, "Unexpected key"]),
+                         (foreign, ["Unexpected key", "heads.old_task"])):
+        with pytest.raises(RuntimeError) as err:
+            restore_state(state, **fresh, cfg=cfg, allow_config_change=True)
+        assert all(w in str(err.value) for w in words)
+    restore_state(saved, **fresh, cfg=cfg, allow_config_change=False)  # the untampered one loads
+    assert all(torch.equal(v, saved["model"][k]) for k, v in fresh["model"].state_dict().items())
