@@ -148,15 +148,14 @@ def run_probe(checkpoint: Path | str, target: str, cache: Path | str | None = No
     :func:`pretraining_target`) and ``allow_pretraining_target`` is False."""
     ck = load_run_checkpoint(checkpoint)
     cache = Path(cache) if cache is not None else Path(ck.cfg.data.cache_dir)
+    # a broken --csv is the first thing to report; the circularity check then needs the cache
+    csv_values = csv_target(Path(csv), target, id_column) if csv is not None else None
     circular = pretraining_target(ck.cfg, cache, target, Path(csv) if csv is not None else None)
     if circular is not None and not allow_pretraining_target:
         raise ProbeError(f"{circular}: a probe on it measures memorisation, not transfer; probe a "
                          f"column the encoder never saw (age, sex, diagnosis from --csv), or pass "
                          f"--allow-pretraining-target")
-    if csv is not None:
-        values, target_info = csv_target(Path(csv), target, id_column)
-    else:
-        values, target_info = cache_target(cache, target)
+    values, target_info = csv_values if csv_values is not None else cache_target(cache, target)
     init_seed = ck.cfg.train.seed
     encoders = {"pretrained": build_encoder(ck.cfg, ck.state["model"]),
                 "random_init": build_encoder(ck.cfg, seed=init_seed)}

@@ -106,9 +106,10 @@ def restore_state(state: dict[str, Any], *, model, optimizer, precision, schedul
     try:
         unwrap(model).load_state_dict(state["model"], strict=True)
     except RuntimeError as err:  # other shapes or keys: the config changed the model itself
-        first = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), str(err))
+        # torch lists missing keys, unexpected keys and shape mismatches on separate lines
+        details = "; ".join(ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()) or str(err)
         raise ConfigError("model", f"the checkpoint's weights do not fit the model this config builds "
-                          f"({first}); --allow-config-change can resume with other settings, never with "
+                          f"({details}); --allow-config-change can resume with other settings, never with "
                           f"another model shape or task set: train into a new --out") from None
     optimizer.load_state_dict(state["optimizer"])
     if precision.scaler is not None:

@@ -100,7 +100,7 @@ def test_resume_loads_the_model_strictly(repo):
     fresh = parts(2)
     for state, words in ((renamed, ["Missing key", key, "Unexpected key"]),
                          (foreign, ["Unexpected key", "heads.old_task"])):
-        with pytest.raises(RuntimeError) as err:
+        with pytest.raises(ConfigError, match="do not fit the model") as err:
             restore_state(state, **fresh, cfg=cfg, allow_config_change=True)
         assert all(w in str(err.value) for w in words)
     restore_state(saved, **fresh, cfg=cfg, allow_config_change=False)  # the untampered one loads
