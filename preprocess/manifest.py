@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from damt.atomic import atomic_write
+from damt.durable import atomic_write
 from damt.errors import ManifestError
 
 MANIFEST = "manifest.parquet"
@@ -57,15 +57,7 @@ def write_manifest(cache: Path, df: pd.DataFrame) -> Path:
     """Write ``df`` as the manifest atomically (temp file in the same folder, fsync, rename). A
     write that fails (a full disk) leaves the old manifest and no temporary file behind."""
 
-    def write(tmp: Path) -> None:
-        df.to_parquet(tmp, index=False)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    return atomic_write(Path(cache) / MANIFEST, write)
+    return atomic_write(Path(cache) / MANIFEST, lambda tmp: df.to_parquet(tmp, index=False))
 
 
 def ok_subjects(cache: Path) -> pd.DataFrame:

@@ -30,7 +30,7 @@ from damt.qc.metrics import BRAIN_VOLUME, P_HIGH, P_LOW, SubjectMetrics, target_
 from damt.targets.cachefile import KINDS, TARGETS_JSON, CacheTargets
 from preprocess.manifest import MANIFEST, read_manifest
 from preprocess.qc_figures import montage, plots
-from damt.atomic import write_text_atomic
+from damt.durable import atomic_write_text
 from damt.csvsafe import safe_csv_frame
 
 REPORT_HTML, SUBJECTS_CSV, OUTLIERS_CSV = "qc_report.html", "qc_subjects.csv", "qc_outliers.csv"
@@ -332,8 +332,8 @@ def run_qc(cfg: DamtConfig, cache: Path, out: Path | None = None, verify: bool =
 
     out.mkdir(parents=True, exist_ok=True)
     # text cells from user data (ids, messages, paths) must not run as spreadsheet formulas
-    write_text_atomic(out / SUBJECTS_CSV, safe_csv_frame(_csv_frame(rows)).to_csv(index=False))
-    write_text_atomic(out / OUTLIERS_CSV, safe_csv_frame(
+    atomic_write_text(out / SUBJECTS_CSV, safe_csv_frame(_csv_frame(rows)).to_csv(index=False))
+    atomic_write_text(out / OUTLIERS_CSV, safe_csv_frame(
         outliers[["cohort", "subject_id", "metric", "value", "median", "z"]]).to_csv(index=False))
     failed = [r for r in rows if r["status"] != "ok"]
     by_reason = pd.Series([r["reason"] for r in failed], dtype=object).value_counts()
@@ -365,7 +365,7 @@ def run_qc(cfg: DamtConfig, cache: Path, out: Path | None = None, verify: bool =
         plots_by=by or "cohort", montage=montage(cfg, cache, rows, flags, workers),
         verify=None if problems is None else [str(p) for p in problems], verify_checked=checked, warnings=warnings,
         targets=_target_table(cache, metrics, names))
-    write_text_atomic(out / REPORT_HTML, render_html(report))
+    atomic_write_text(out / REPORT_HTML, render_html(report))
     return QcResult(html=out / REPORT_HTML, subjects_csv=out / SUBJECTS_CSV, outliers_csv=out / OUTLIERS_CSV,
                     n_subjects=len(man), n_ok=len(ok), n_failed=len(failed), flagged=flagged_ids,
                     problems=problems, notes=notes + [f"{r['subject_id']}: store unreadable ({r['qc_error']})"

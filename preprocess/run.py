@@ -30,7 +30,7 @@ from preprocess.manifest import read_manifest, rows_by_key, to_frame, write_mani
 from damt.targets.cachefile import TARGETS_JSON
 from preprocess.subject import failed_row, is_unchanged, process_subject, stat_fingerprint
 from preprocess.targets import TargetPlan, build_plan, refit_targets_json
-from damt.atomic import write_text_atomic
+from damt.durable import atomic_write_text
 
 #: preprocess keys that change no store (a failed row that depends on one records it instead)
 _UNHASHED = ("max_voxels",)
@@ -319,7 +319,7 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
             if saved:
                 with cache_writes(cache, "writing manifest.parquet after the interruption"):
                     write_manifest(cache, to_frame(rows.values()))
-                    write_text_atomic(cache / "preprocess_config.yaml",
+                    atomic_write_text(cache / "preprocess_config.yaml",
                                       dump_config(cfg) + f"# preprocess hash {chash}\n")
             raise PreprocessInterrupted(signal_name(err), n_done, cache, saved) from None
         bar.close()
@@ -334,7 +334,7 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
             if changed:
                 frame = to_frame(rows.values())
                 write_manifest(cache, frame)
-                write_text_atomic(cache / "preprocess_config.yaml", dump_config(cfg) + f"# preprocess hash {chash}\n")
+                atomic_write_text(cache / "preprocess_config.yaml", dump_config(cfg) + f"# preprocess hash {chash}\n")
                 summary.manifest_written = True
             if changed or not (cache / TARGETS_JSON).exists() or _normalise_changed(cache, cfg):
                 frame = to_frame(rows.values())

@@ -25,7 +25,7 @@ from damt.model import MaskedSwinEncoder
 from preprocess.manifest import ok_subjects
 from train.export_cli import LoadedCheckpoint, load_run_checkpoint
 from train.state import config_changes
-from damt.atomic import atomic_write
+from damt.durable import atomic_write
 
 EMBED_FORMAT = "damt-embeddings-v1"
 ENCODER_KEY_PREFIX = "encoder."

@@ -40,7 +40,7 @@ from train.optim import Schedule, build_optimizer
 from train.precision import resolve_precision
 from train.state import make_state, restore_state
 from train.step import StepResult, train_step
-from damt.atomic import write_text_atomic
+from damt.durable import atomic_write_text
 
 
 class TooManySkips(RuntimeError):
@@ -178,7 +178,7 @@ class Trainer:
             self.logger: MetricsLogger | NullLogger = NullLogger()
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.run_dir / "config.yaml", dump_config(cfg))
+        atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
         # records after this step (from a run killed after its last checkpoint) are dropped
         self.logger = MetricsLogger(self.run_dir, self.step, to_dict(cfg),
                                     wandb=cfg.train.wandb, wandb_project=cfg.train.wandb_project)

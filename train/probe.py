@@ -27,7 +27,7 @@ from damt.targets.cachefile import KINDS, CacheTargets
 from preprocess.manifest import ok_subjects
 from train.embed import build_encoder, cache_mismatch, embed_subjects, embedding_meta
 from train.export_cli import load_run_checkpoint
-from damt.atomic import write_text_atomic
+from damt.durable import atomic_write_text
 
 ROW_LABELS = {"pretrained": "pretrained", "random_init": "random init", "no_features": "no features"}
 
@@ -196,7 +196,7 @@ def run_probe(checkpoint: Path | str, target: str, cache: Path | str | None = No
     if out is not None:
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(report, indent=1) + "\n")
+        atomic_write_text(path, json.dumps(report, indent=1) + "\n")
     return report
 
 

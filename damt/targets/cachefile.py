@@ -14,7 +14,7 @@ import numpy as np
 
 from damt.errors import TargetsFileError, TargetsFileMissingError
 from damt.targets.normalise import apply
-from damt.atomic import write_text_atomic
+from damt.durable import atomic_write_text
 
 TARGETS_JSON = "targets.json"
 TARGETS_FORMAT = "damt-targets-v1"
@@ -79,5 +79,5 @@ def write_targets_json(cache: Path, doc: dict[str, Any]) -> bool:
             return False
     except (OSError, ValueError):  # missing, or damaged beyond decoding: write it
         pass
-    write_text_atomic(path, text)
+    atomic_write_text(path, text)
     return True
