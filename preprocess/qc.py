@@ -27,8 +27,7 @@ from damt.labels import load_label_table
 from damt.qc import (STABLE_N, Column, Expected, Report, StrataError, flag_outliers, render_html, stratify,
                      structure_classes, subject_metrics, verify_store, volume_metric)
 from damt.qc.metrics import BRAIN_VOLUME, P_HIGH, P_LOW, SubjectMetrics, target_presence
-from damt.targets.cachefile import KINDS, TARGETS_JSON, CacheTargets
-from preprocess.manifest import MANIFEST, read_manifest
+from damt.cache import KINDS, MANIFEST_FILE, TARGETS_FILE, CacheTargets, read_manifest
 from preprocess.qc_figures import montage, plots
 from damt.durable import atomic_write_text
 from damt.csvsafe import safe_csv_frame
@@ -68,8 +67,8 @@ class QcResult:
 
 
 def _manifest(cache: Path) -> pd.DataFrame:
-    if not (cache / MANIFEST).is_file():
-        raise FileNotFoundError(f"{cache / MANIFEST} is missing: run `damt preprocess` on this cache first")
+    if not (cache / MANIFEST_FILE).is_file():
+        raise FileNotFoundError(f"{cache / MANIFEST_FILE} is missing: run `damt preprocess` on this cache first")
     return read_manifest(cache).reset_index(drop=True)
 
 
@@ -84,7 +83,7 @@ def verify_cache(cfg: DamtConfig, cache: Path, workers: int | None = None) -> tu
         sizes = {k: CacheTargets.load(cache).size(k) for k in KINDS}
     except (OSError, ValueError, KeyError) as err:
         sizes = None
-        problems.append(Problem("", TARGETS_JSON, f"cannot read the target schema ({err}); target lengths "
+        problems.append(Problem("", TARGETS_FILE, f"cannot read the target schema ({err}); target lengths "
                                                   f"were not checked"))
     n_classes = load_label_table(cfg.labels.table).n_classes
     jobs = []
