@@ -155,11 +155,9 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from damt.app.demo import run_demo  # noqa: PLC0415
 
-    if args.config is None:  # the demo trains on a CPU: the tiny config, not pipeline.yaml
-        with tiny_config() as path:
-            args.config = str(path)
-            cfg = _load(args)
-    else:
+    with tiny_config() as tiny:
+        if args.config is None:  # the demo trains on a CPU: the packaged tiny config, not pipeline.yaml
+            args.config = str(tiny)
         cfg = _load(args)
     return run_demo(cfg, out=Path(args.out), inputs=args.input, workers=args.workers, steps=args.steps)
 
@@ -177,11 +175,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what in ("step", "flops"):
         from train.bench_step import SETTINGS  # noqa: PLC0415
 
-        if args.tiny and args.config:  # the tiny model (a CPU can run it), with the command's --set overrides
-            cfg = load_config(args.config, args.overrides)
-        elif args.tiny:
-            with tiny_config() as path:
-                cfg = load_config(path, args.overrides)
+        if args.tiny:  # the tiny model (a CPU can run it) unless CONFIG is given, with the --set overrides
+            with tiny_config() as tiny:
+                cfg = load_config(args.config or tiny, args.overrides)
         names = tuple(n.strip() for n in args.settings.split(",") if n.strip())
         bad = [n for n in names if n not in SETTINGS]
         if bad:

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from damt import __version__
 from damt.cache.names import MANIFEST_FILE
 from damt.durable import atomic_write
 from damt.errors import ManifestError
@@ -45,8 +46,6 @@ def manifest_row(subject_id: str, cohort: str, **fields: Any) -> dict[str, Any]:
     unknown = sorted(set(fields) - set(COLUMNS))
     if unknown:
         raise ManifestRowError(f"manifest row fields {unknown} are not manifest columns ({list(COLUMNS)})")
-    from damt import __version__  # noqa: PLC0415  (damt/__init__ is tiny; avoids an import-order knot)
-
     row = {c: default for c, (_, default) in COLUMNS.items()}
     row |= {"subject_id": subject_id, "cohort": cohort, "software_version": __version__,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
