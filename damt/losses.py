@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from damt.parallel import is_distributed
+
 
 def gather_with_grad(z: Tensor) -> tuple[Tensor, int]:
     """``z`` [b, D] of every rank concatenated in rank order, and where this rank's rows start.
@@ -20,10 +22,9 @@ def gather_with_grad(z: Tensor) -> tuple[Tensor, int]:
     rank's loss, so the negatives from other ranks train their encoders too. Every rank must pass
     the same b (the sampler gives every rank the same batch sizes).
     """
-    import torch.distributed as dist  # noqa: PLC0415
-
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if not is_distributed():
         return z, 0
+    import torch.distributed as dist  # noqa: PLC0415
     from torch.distributed.nn.functional import all_gather  # noqa: PLC0415
 
     return torch.cat(all_gather(z.contiguous())), dist.get_rank() * z.shape[0]

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import damt
-from damt.cache import is_valid_id, read_store_attrs, store_path
+from damt.cache import is_valid_id, manifest_row, read_store_attrs, store_path
 
 _SUFFIX = ".zarr"
 
@@ -53,11 +52,8 @@ def store_row(cache: Path, subject_id: str, cohort: str) -> dict[str, Any] | Non
     except (OSError, ValueError, KeyError):
         return None  # a store without a readable image array is no store to keep
     unknown = attrs.get("unknown_label_voxels") or {}
-    return {"subject_id": subject_id, "cohort": cohort, "status": "ok", "reason": "",
-            "message": "", "input_hash": str(attrs.get("input_hash", "")), "input_stat": "",
-            "config_hash": str(attrs.get("config_hash", "")), "seconds": 0.0,
-            "shape": "x".join(map(str, shape)), "image_source": str(attrs.get("image_source", "")),
-            "unknown_label_voxels": int(sum(unknown.values())),
-            "store": str(path.relative_to(cache)),
-            "software_version": str(attrs.get("software_version", damt.__version__)),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return manifest_row(subject_id, cohort, status="ok", input_hash=str(attrs.get("input_hash", "")),
+                        config_hash=str(attrs.get("config_hash", "")), shape="x".join(map(str, shape)),
+                        image_source=str(attrs.get("image_source", "")),
+                        unknown_label_voxels=int(sum(unknown.values())), store=str(path.relative_to(cache)),
+                        software_version=str(attrs.get("software_version", damt.__version__)))

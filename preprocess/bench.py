@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from damt.benchutil import machine, one_thread
 from damt.config import DamtConfig
@@ -28,8 +28,11 @@ def _timed(fn) -> tuple[float, float]:
 
 
 def bench_preprocess(cfg: DamtConfig, limit: int = 4, repeats: int = 1,
-                     workers: list[int] = (1,)) -> Iterator[dict]:
-    """Yield one JSON-ready dict per result (DAMT stage, MONAI chain, ratio, worker scaling)."""
+                     workers: list[int] = (1,), chain: Callable | None = None) -> Iterator[dict]:
+    """Yield one JSON-ready dict per result (DAMT stage, MONAI chain, ratio, worker scaling).
+
+    chain: the baseline chain's builder ``chain(cfg, label_table, crops=True)`` (the CLI passes
+    ``damt.app.baseline.monai_chain``); None skips the chain and the ratio."""
     one_thread()
     table = load_label_table(cfg.labels.table)
     subjects = [s for s in discover(parse_cohorts(cfg.data.inputs), cfg.data)
@@ -59,20 +62,25 @@ def bench_preprocess(cfg: DamtConfig, limit: int = 4, repeats: int = 1,
            "fraction_of_stage": round(rad_cpu / len(ids) / max(ours_cpu / n, 1e-9), 3),
            "target_s_per_subject": 3.0}
 
-    from preprocess.baseline import monai_chain
+    if chain is not None:
+        yield from _chain_rows(chain(cfg, table, crops=True), subjects, repeats, ours_cpu / n, base)
 
-    chain = monai_chain(cfg, table, crops=True)
-    chain.set_random_state(seed=0)
+    yield from _scaling(cfg, workers, base)
+
+
+def _chain_rows(transform, subjects: list, repeats: int, ours_cpu: float, base: dict) -> Iterator[dict]:
+    """The baseline chain on the same subjects' files: CPU and wall seconds per subject, and its
+    ratio to DAMT's stage (``ours_cpu``: DAMT's CPU seconds per subject)."""
+    transform.set_random_state(seed=0)
     base_cpu = base_wall = 0.0
     for _ in range(repeats):
         for s in subjects:
-            c, w = _timed(lambda s=s: chain({"image": str(s.image), "label": str(s.parcellation)}))
+            c, w = _timed(lambda s=s: transform({"image": str(s.image), "label": str(s.parcellation)}))
             base_cpu, base_wall = base_cpu + c, base_wall + w
+    n = len(subjects) * repeats
     yield {**base, "stage": "monai_chain", "cpu_s_per_subject": round(base_cpu / n, 4),
            "wall_s_per_subject": round(base_wall / n, 4)}
-    yield {**base, "stage": "ratio", "monai_chain_over_damt_cpu": round(base_cpu / max(ours_cpu, 1e-9), 3)}
-
-    yield from _scaling(cfg, workers, base)
+    yield {**base, "stage": "ratio", "monai_chain_over_damt_cpu": round(base_cpu / n / max(ours_cpu, 1e-9), 3)}
 
 
 def _radiomics_cpu(cache: Path, ids: list[str], cfg: DamtConfig, targets) -> float:

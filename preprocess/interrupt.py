@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from damt.cache import MANIFEST_FILE
+
 
 class PreprocessInterrupted(KeyboardInterrupt):
     """The run was stopped by SIGINT or SIGTERM after saving the rows of the finished subjects.
@@ -25,7 +27,7 @@ class PreprocessInterrupted(KeyboardInterrupt):
 
     def __init__(self, signal_name: str, finished: int, cache: Path, saved: bool):
         self.signal_name, self.finished, self.cache, self.saved = signal_name, finished, Path(cache), saved
-        where = f"their rows are in {self.cache / 'manifest.parquet'}" if saved else "nothing to save"
+        where = f"their rows are in {self.cache / MANIFEST_FILE}" if saved else "nothing to save"
         super().__init__(f"interrupted ({signal_name}): {finished} subject(s) finished in this run ({where}); "
                          f"run the same command again to continue where it stopped")
 

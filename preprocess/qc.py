@@ -27,10 +27,9 @@ from damt.labels import load_label_table
 from damt.qc import (STABLE_N, Column, Expected, Report, StrataError, flag_outliers, render_html, stratify,
                      structure_classes, subject_metrics, verify_store, volume_metric)
 from damt.qc.metrics import BRAIN_VOLUME, P_HIGH, P_LOW, SubjectMetrics, target_presence
-from damt.targets.cachefile import KINDS, TARGETS_JSON, CacheTargets
-from preprocess.manifest import MANIFEST, read_manifest
+from damt.cache import KINDS, MANIFEST_FILE, TARGETS_FILE, CacheTargets, read_manifest
 from preprocess.qc_figures import montage, plots
-from damt.atomic import write_text_atomic
+from damt.durable import atomic_write_text
 from damt.csvsafe import safe_csv_frame
 
 REPORT_HTML, SUBJECTS_CSV, OUTLIERS_CSV = "qc_report.html", "qc_subjects.csv", "qc_outliers.csv"
@@ -68,8 +67,8 @@ class QcResult:
 
 
 def _manifest(cache: Path) -> pd.DataFrame:
-    if not (cache / MANIFEST).is_file():
-        raise FileNotFoundError(f"{cache / MANIFEST} is missing: run `damt preprocess` on this cache first")
+    if not (cache / MANIFEST_FILE).is_file():
+        raise FileNotFoundError(f"{cache / MANIFEST_FILE} is missing: run `damt preprocess` on this cache first")
     return read_manifest(cache).reset_index(drop=True)
 
 
@@ -84,7 +83,7 @@ def verify_cache(cfg: DamtConfig, cache: Path, workers: int | None = None) -> tu
         sizes = {k: CacheTargets.load(cache).size(k) for k in KINDS}
     except (OSError, ValueError, KeyError) as err:
         sizes = None
-        problems.append(Problem("", TARGETS_JSON, f"cannot read the target schema ({err}); target lengths "
+        problems.append(Problem("", TARGETS_FILE, f"cannot read the target schema ({err}); target lengths "
                                                   f"were not checked"))
     n_classes = load_label_table(cfg.labels.table).n_classes
     jobs = []
@@ -332,8 +331,8 @@ def run_qc(cfg: DamtConfig, cache: Path, out: Path | None = None, verify: bool =
 
     out.mkdir(parents=True, exist_ok=True)
     # text cells from user data (ids, messages, paths) must not run as spreadsheet formulas
-    write_text_atomic(out / SUBJECTS_CSV, safe_csv_frame(_csv_frame(rows)).to_csv(index=False))
-    write_text_atomic(out / OUTLIERS_CSV, safe_csv_frame(
+    atomic_write_text(out / SUBJECTS_CSV, safe_csv_frame(_csv_frame(rows)).to_csv(index=False))
+    atomic_write_text(out / OUTLIERS_CSV, safe_csv_frame(
         outliers[["cohort", "subject_id", "metric", "value", "median", "z"]]).to_csv(index=False))
     failed = [r for r in rows if r["status"] != "ok"]
     by_reason = pd.Series([r["reason"] for r in failed], dtype=object).value_counts()
@@ -365,7 +364,7 @@ def run_qc(cfg: DamtConfig, cache: Path, out: Path | None = None, verify: bool =
         plots_by=by or "cohort", montage=montage(cfg, cache, rows, flags, workers),
         verify=None if problems is None else [str(p) for p in problems], verify_checked=checked, warnings=warnings,
         targets=_target_table(cache, metrics, names))
-    write_text_atomic(out / REPORT_HTML, render_html(report))
+    atomic_write_text(out / REPORT_HTML, render_html(report))
     return QcResult(html=out / REPORT_HTML, subjects_csv=out / SUBJECTS_CSV, outliers_csv=out / OUTLIERS_CSV,
                     n_subjects=len(man), n_ok=len(ok), n_failed=len(failed), flagged=flagged_ids,
                     problems=problems, notes=notes + [f"{r['subject_id']}: store unreadable ({r['qc_error']})"

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from damt.cache import Layout, clean_debris, relayout_store
 from damt.cache.layout import describe, store_bytes
 from damt.config import DamtConfig
-from preprocess.manifest import MANIFEST, ok_subjects
+from damt.cache import MANIFEST_FILE, ok_subjects
 from preprocess.run import cache_lock
 
 
@@ -90,8 +90,8 @@ def run_relayout(cfg: DamtConfig, cache: Path, workers: int = 1, progress: bool 
     if the cache has no manifest, CacheBusyError while another run holds the cache."""
     t0 = time.perf_counter()
     cache = Path(cache)
-    if not (cache / MANIFEST).is_file():
-        raise FileNotFoundError(f"{cache}: no {MANIFEST}; is this a cache made by `damt preprocess`?")
+    if not (cache / MANIFEST_FILE).is_file():
+        raise FileNotFoundError(f"{cache}: no {MANIFEST_FILE}; is this a cache made by `damt preprocess`?")
     layout = Layout.from_config(cfg.preprocess)
     summary = RelayoutSummary(layout=describe(layout.record()), cache=str(cache))
     with cache_lock(cache):

@@ -4,9 +4,7 @@ write the manifest. The driver never holds cohort arrays: tasks return manifest 
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -17,20 +15,20 @@ from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
-from damt.cache import LAYOUT_KEYS, STORE_FORMAT, Layout, clean_debris, read_store_attrs
+from damt.cache import (CONFIG_FILE, LAYOUT_KEYS, MANIFEST_FILE, STORE_FORMAT, TARGETS_FILE, Layout, clean_debris,
+                        hold_lock, open_lock, read_manifest, read_store_attrs, rows_by_key, to_frame,
+                        write_manifest)
 from damt.config import ConfigError, DamtConfig, config_hash, dump_config, to_dict
-from damt.errors import CacheBusyError, CacheWriteError, SubjectError, write_error
+from damt.errors import CacheWriteError, SubjectError, write_error
 from damt.labels import LabelTable, load_label_table
 from preprocess.cluster import cluster_rows, worker_died_error, worker_died_stale, worker_limit_token
 from preprocess.discover import SubjectInput, discover, parse_cohorts, require_subjects
 from preprocess.adopt import store_owners, store_row
 from preprocess.interrupt import (PreprocessInterrupted, children_ignore_sigint, quiet_dask_logs,
                                   sigterm_as_interrupt, signal_name)
-from preprocess.manifest import read_manifest, rows_by_key, to_frame, write_manifest
-from damt.targets.cachefile import TARGETS_JSON
 from preprocess.subject import failed_row, is_unchanged, process_subject, stat_fingerprint
 from preprocess.targets import TargetPlan, build_plan, refit_targets_json
-from damt.atomic import write_text_atomic
+from damt.durable import atomic_write_text
 
 #: preprocess keys that change no store (a failed row that depends on one records it instead)
 _UNHASHED = ("max_voxels",)
@@ -86,7 +84,7 @@ class RunSummary:
             out.append(f"failed subjects{more}:")
             out += [f"  {coh}/{sid}  {reason}: {message}" for coh, sid, reason, message in shown]
         cache = Path(self.cache)
-        out.append(f"all rows: {cache / 'manifest.parquet'}; report: damt qc --cache {cache}"
+        out.append(f"all rows: {cache / MANIFEST_FILE}; report: damt qc --cache {cache}"
                    + ("; reasons and fixes: docs/preprocessing.md" if self.failures else ""))
         return "\n".join(out)
 
@@ -106,7 +104,7 @@ def preprocess_hash(cfg: DamtConfig, table: LabelTable, plan: TargetPlan) -> str
 def _normalise_changed(cache: Path, cfg: DamtConfig) -> bool:
     """True if targets.json was fitted with other normalisation settings than ``cfg``'s."""
     try:
-        doc = json.loads((cache / TARGETS_JSON).read_text())
+        doc = json.loads((cache / TARGETS_FILE).read_text())
     except (OSError, ValueError):
         return True  # missing or damaged: refit it
     return not isinstance(doc, dict) or doc.get("normalise_config") != to_dict(cfg.targets.normalise)
@@ -128,17 +126,12 @@ def cache_writes(cache: Path, what: str) -> Iterator[None]:
 
 @contextmanager
 def cache_lock(cache: Path) -> Iterator[None]:
-    """Hold ``<cache>/.lock`` so two runs never clean or write the same cache at once."""
+    """Hold the cache lock (damt.cache.lock) so two runs never clean or write the same cache at
+    once; CacheBusyError if another holds it, CacheWriteError if it cannot be created."""
     with cache_writes(cache, "creating the lock file"):
-        fd = os.open(cache / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CacheBusyError(f"{cache} is in use by another damt preprocess run") from None
+        fd = open_lock(cache)
+    with hold_lock(fd, cache):
         yield
-    finally:
-        os.close(fd)
 
 
 def plan(subjects: list[SubjectInput], previous: dict, chash: str, cache: Path, targets: TargetPlan,
@@ -317,9 +310,9 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
             bar.close()
             saved = rows != previous
             if saved:
-                with cache_writes(cache, "writing manifest.parquet after the interruption"):
+                with cache_writes(cache, f"writing {MANIFEST_FILE} after the interruption"):
                     write_manifest(cache, to_frame(rows.values()))
-                    write_text_atomic(cache / "preprocess_config.yaml",
+                    atomic_write_text(cache / CONFIG_FILE,
                                       dump_config(cfg) + f"# preprocess hash {chash}\n")
             raise PreprocessInterrupted(signal_name(err), n_done, cache, saved) from None
         bar.close()
@@ -329,14 +322,14 @@ def run_preprocess(cfg: DamtConfig, cache: Path, workers: int | None = None, sch
                                  f"to them (nothing rebuilt)")
         for kind, report in targets.csv_report.items():
             summary.notes.append(f"csv import ({kind}): {report['summary']}")
-        changed = rows != previous or not (cache / "manifest.parquet").exists()
-        with cache_writes(cache, "writing manifest.parquet, preprocess_config.yaml and targets.json"):
+        changed = rows != previous or not (cache / MANIFEST_FILE).exists()
+        with cache_writes(cache, f"writing {MANIFEST_FILE}, {CONFIG_FILE} and {TARGETS_FILE}"):
             if changed:
                 frame = to_frame(rows.values())
                 write_manifest(cache, frame)
-                write_text_atomic(cache / "preprocess_config.yaml", dump_config(cfg) + f"# preprocess hash {chash}\n")
+                atomic_write_text(cache / CONFIG_FILE, dump_config(cfg) + f"# preprocess hash {chash}\n")
                 summary.manifest_written = True
-            if changed or not (cache / TARGETS_JSON).exists() or _normalise_changed(cache, cfg):
+            if changed or not (cache / TARGETS_FILE).exists() or _normalise_changed(cache, cfg):
                 frame = to_frame(rows.values())
                 ok = frame[(frame["status"] == "ok") & (frame["config_hash"] == chash)]
                 summary.targets_written = refit_targets_json(cache, ok, targets, cfg, chash)

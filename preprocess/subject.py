@@ -13,7 +13,6 @@ import json
 import time
 import traceback
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import numpy as np
 
 import damt
 from damt import geometry as geo
-from damt.cache import read_store_attrs, write_subject_store
+from damt.cache import manifest_row, read_store_attrs, write_subject_store
 from damt.cache.store import discard_staging
 from damt.config import DamtConfig, PreprocessConfig
 from damt.errors import (BadLabelsError, BinaryMaskError, ConstantImageError, CorruptStatsError,
@@ -203,12 +202,8 @@ def stat_fingerprint(inp: SubjectInput, extra: str = "") -> str:
 
 
 def base_row(inp: SubjectInput, config_hash: str) -> dict[str, Any]:
-    """The manifest fields every row has, before the outcome is known."""
-    return {"subject_id": inp.subject_id, "cohort": inp.cohort, "status": "failed", "reason": "",
-            "message": "", "input_hash": "", "input_stat": "", "config_hash": config_hash,
-            "seconds": 0.0, "shape": "", "image_source": "", "unknown_label_voxels": 0,
-            "store": "", "software_version": damt.__version__,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    """The manifest row of a subject before the outcome is known (``failed``, no reason yet)."""
+    return manifest_row(inp.subject_id, inp.cohort, status="failed", config_hash=config_hash)
 
 
 def failed_row(inp: SubjectInput, config_hash: str, err: SubjectError) -> dict[str, Any]:

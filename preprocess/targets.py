@@ -21,7 +21,7 @@ import zarr
 
 from damt.config import DamtConfig, to_dict
 from damt.labels import LabelTable
-from damt.targets.cachefile import KINDS, write_targets_json
+from damt.cache import KINDS, write_targets_json
 from damt.targets.csv_import import import_targets
 from damt.targets.normalise import fit, fit_kwargs
 from damt.targets.radiomics import texture_names, texture_vector

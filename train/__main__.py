@@ -6,7 +6,7 @@ The same command as ``damt train`` (one parser, one code path), runnable as a mo
 
 import sys
 
-from damt.cli import main
+from damt.app.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]]))

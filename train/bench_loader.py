@@ -18,7 +18,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -84,7 +84,7 @@ def _interleaved_ms(runs: Sequence[tuple], n: int, rounds: int) -> list[float]:
 
 def bench_loader(cfg: DamtConfig, cache: Path | Sequence[Path], limit: int = 8, repeats: int = 5,
                  readers: Sequence[str] = ("tensorstore", "zarr"), chain_repeats: int = 1,
-                 rounds: int = 5) -> Iterator[dict]:
+                 rounds: int = 5, chain: Callable | None = None) -> Iterator[dict]:
     """Yield one JSON-ready dict per result.
 
     cache: one cache, or several (other store layouts of the same cohort, e.g. made with ``damt
@@ -93,6 +93,8 @@ def bench_loader(cfg: DamtConfig, cache: Path | Sequence[Path], limit: int = 8, 
     (``layout_ratio``); the chain ratio uses the first cache with ``cfg.loader.reader``. limit:
     subjects measured (the first ok ones of the first cache); repeats: samples per subject (new
     crops each); chain_repeats: runs of the MONAI chain per subject (0 = skip it; ~1.4 s a run);
+    chain: the baseline chain's builder ``chain(cfg, label_table, crops=True)`` (the CLI passes
+    ``damt.app.baseline.monai_chain``; None = skip it);
     rounds: timed passes over the same samples; the median pass is reported.
     """
     import dataclasses
@@ -145,8 +147,8 @@ def bench_loader(cfg: DamtConfig, cache: Path | Sequence[Path], limit: int = 8, 
            "cpu_ms_per_sample": round(_views_ms(first, vb, cfg), 3),
            "note": "make_views, on the training device in a run; timed here on the CPU for information"}
 
-    if chain_repeats > 0:
-        chain_ms = _chain_ms(cfg, first, ids, chain_repeats)
+    if chain_repeats > 0 and chain is not None:
+        chain_ms = _chain_ms(chain, cfg, first, ids, chain_repeats)
         ref = ours.get((0, cfg.loader.reader), next(iter(ours.values())))
         yield {**base, "stage": "monai_chain", "samples": len(ids) * chain_repeats,
                "cpu_ms_per_sample": round(chain_ms, 1)}
@@ -189,11 +191,10 @@ def _views_ms(ds, b: int, cfg: DamtConfig) -> float:
     return _cpu_ms(lambda: make_views(batch, cfg), b, 3)
 
 
-def _chain_ms(cfg: DamtConfig, ds, ids: list[str], repeats: int) -> float:
+def _chain_ms(monai_chain: Callable, cfg: DamtConfig, ds, ids: list[str], repeats: int) -> float:
     """The original chain per sample on the subjects' original files (paths kept in the stores)."""
     from damt.cache import read_store_attrs
     from damt.labels import load_label_table
-    from preprocess.baseline import monai_chain
 
     table = load_label_table(cfg.labels.table)
     chain = monai_chain(cfg, table, crops=True)

@@ -16,9 +16,7 @@ folders of a killed write are removed before the next save and when a run resume
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
-import os
 import random
 import re
 import shutil
@@ -30,28 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from damt.durable import atomic_write_text, publish_folder, sha256_file
 from damt.errors import CheckpointWriteError, CorruptCheckpointError, NonFiniteStateError
 
 CHECKPOINT_FORMAT = "damt-checkpoint-v1"
 STATE_FILE, MARKER_FILE = "state.pt", "COMPLETE.json"
 _NAME = re.compile(r"step_(\d{9})")
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 hex digest of a file (4 MiB blocks): checkpoint and export integrity."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_marker(folder: Path) -> dict | None:
@@ -64,11 +46,7 @@ def read_marker(folder: Path) -> dict | None:
 
 
 def _write_marker(folder: Path, marker: dict) -> None:
-    tmp = folder / f".{MARKER_FILE}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.write_text(json.dumps(marker, indent=1))
-    _fsync(tmp)
-    os.replace(tmp, folder / MARKER_FILE)
-    _fsync(folder)
+    atomic_write_text(folder / MARKER_FILE, json.dumps(marker, indent=1))
 
 
 def complete_checkpoints(root: Path) -> list[tuple[int, Path, dict]]:
@@ -156,10 +134,7 @@ def save_checkpoint(root: Path, state: dict[str, Any], step: int, epoch: int, ke
     try:
         tmp.mkdir()
         torch.save(state, tmp / STATE_FILE)
-        _fsync(tmp / STATE_FILE)
-        _fsync(tmp)
-        os.rename(tmp, final)
-        _fsync(root)
+        publish_folder(tmp, final)  # fsync state.pt and the folder, rename, fsync checkpoints/
         _write_marker(final, {"format": CHECKPOINT_FORMAT, "step": step, "epoch": epoch, "keep": keep,
                               "finite": True, "sha256": sha256_file(final / STATE_FILE),
                               "bytes": (final / STATE_FILE).stat().st_size, "written_at": time.time()})

@@ -19,10 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from damt.cache import read_store_attrs
-from damt.targets.cachefile import KINDS, CacheTargets
+from damt.cache import KINDS, Cache, read_store_attrs
 from damt.views import N_ROTATIONS, location_label
-from preprocess.manifest import ok_subjects, read_manifest
 
 Box = tuple[slice, slice, slice]
 
@@ -84,7 +82,7 @@ class NoOkSubjectsError(ValueError):
     @classmethod
     def of(cls, cache: Path) -> "NoOkSubjectsError":
         """The error for ``cache``, naming how many subjects failed and why, and where to look."""
-        man = read_manifest(cache)
+        man = Cache(cache).manifest()
         if man.empty:
             return cls(f"{cache} holds no subject yet: run `damt preprocess --input DIR --cache {cache}`")
         counts = man["reason"].fillna("").value_counts()
@@ -133,13 +131,13 @@ class CacheDataset(Dataset):
     def __init__(self, cache: Path, cfg) -> None:
         self.cache = Path(cache)
         self.cfg = cfg
-        rows = ok_subjects(self.cache)
+        rows = Cache(self.cache).ok_subjects()
         if rows.empty:
             raise NoOkSubjectsError.of(self.cache)
         self.subjects = rows[["subject_id", "cohort", "store"]].reset_index(drop=True)
         # plain paths: a pandas lookup per sample costs a quarter of a millisecond
         self._stores = [self.cache / str(s) for s in self.subjects["store"]]
-        self.targets = CacheTargets.load(self.cache)
+        self.targets = Cache(self.cache).targets()
         self.target_table = self._load_targets()
         v = cfg.views
         self._g, self._lc, self._s, self._b = v.global_crop_vox, v.local_crop_vox, v.local_size_vox, v.mim_block_vox

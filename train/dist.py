@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from damt.parallel import is_distributed
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -40,11 +42,6 @@ class DistContext:
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "")
     return int(value) if value.strip() else default
-
-
-def active() -> bool:
-    """True inside an initialised process group of more than one rank."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def setup(device: torch.device | None = None) -> DistContext:
@@ -80,12 +77,12 @@ def setup(device: torch.device | None = None) -> DistContext:
 
 def is_main() -> bool:
     """Rank 0 (or the only process): the one that writes checkpoints, logs and TensorBoard."""
-    return not active() or dist.get_rank() == 0
+    return not is_distributed() or dist.get_rank() == 0
 
 
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
-    if active():
+    if is_distributed():
         dist.barrier()
 
 
@@ -98,7 +95,7 @@ def _flag_device() -> torch.device:
 
 def all_true(flag: torch.Tensor | bool) -> bool:
     """True on every rank only if ``flag`` is true on every rank (an all_reduce with MIN)."""
-    if not active():
+    if not is_distributed():
         return bool(flag)
     t = torch.as_tensor(flag).to(device=_flag_device(), dtype=torch.int32).reshape(1)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
@@ -107,7 +104,7 @@ def all_true(flag: torch.Tensor | bool) -> bool:
 
 def max_code(code: int) -> int:
     """The largest of an integer code over all ranks (an all_reduce with MAX)."""
-    if not active():
+    if not is_distributed():
         return int(code)
     t = torch.tensor([int(code)], dtype=torch.int64, device=_flag_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)

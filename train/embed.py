@@ -19,13 +19,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from damt.cache import LAYOUT_KEYS, open_subject
-from damt.config import DamtConfig, config_hash, safe_load_yaml, to_dict
+from damt.cache import LAYOUT_KEYS, Cache, open_subject
+from damt.config import DamtConfig, config_hash, to_dict
 from damt.model import MaskedSwinEncoder
-from preprocess.manifest import ok_subjects
 from train.export_cli import LoadedCheckpoint, load_run_checkpoint
 from train.state import config_changes
-from damt.atomic import atomic_write
+from damt.durable import atomic_write
 
 EMBED_FORMAT = "damt-embeddings-v1"
 ENCODER_KEY_PREFIX = "encoder."
@@ -77,10 +76,9 @@ def cache_mismatch(cache: Path, cfg: DamtConfig) -> list[str]:
     """Preprocessing keys on which the cache and the checkpoint's config differ (empty: none, or
     the cache does not record its config). Embeddings of a differently preprocessed cache are
     valid inputs but not what the encoder was trained on."""
-    path = Path(cache) / "preprocess_config.yaml"
-    if not path.is_file():
+    saved = Cache(cache).preprocess_config()
+    if saved is None:
         return []
-    saved = safe_load_yaml(path.read_text(), source=str(path)) or {}
     mine = to_dict(cfg)
     return [k for k in config_changes({s: saved.get(s, {}) for s in ("preprocess", "labels")},
                                       {s: mine[s] for s in ("preprocess", "labels")})
@@ -96,7 +94,7 @@ def embed_subjects(encoders: Mapping[str, MaskedSwinEncoder], cache: Path, cfg: 
     Returns (subjects: subject_id, cohort; {encoder name: float32 [n_subjects, dim]}).
     """
     dev = resolve_device(device)
-    subjects = ok_subjects(Path(cache))[["subject_id", "cohort", "store"]].reset_index(drop=True)
+    subjects = Cache(cache).ok_subjects()[["subject_id", "cohort", "store"]].reset_index(drop=True)
     if subjects.empty:
         raise ValueError(f"{cache}: no ok subjects in the manifest; run `damt preprocess` first")
     models = {name: enc.to(dev).eval() for name, enc in encoders.items()}

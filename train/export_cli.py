@@ -17,14 +17,13 @@ import torch
 
 from damt import __version__
 from damt.config import DamtConfig, config_hash, dump_config, to_dict
-from damt.atomic import atomic_write, write_text_atomic
+from damt.durable import atomic_write, atomic_write_text, sha256_file
+from damt.cache import KINDS, Cache
 from damt.config.validate import build
 from damt.export import (FILES, ExportError, build_sidecar, encoder_state_dict,
                          swinunetr_kwargs, to_load_from_layout, verify_swinunetr)
 from damt.labels import LabelTableError, load_label_table
-from damt.targets.cachefile import TARGETS_JSON
-from train.checkpoint import (MARKER_FILE, STATE_FILE, latest_checkpoint, load_checkpoint, read_marker,
-                              sha256_file)
+from train.checkpoint import MARKER_FILE, STATE_FILE, latest_checkpoint, load_checkpoint, read_marker
 
 
 class CheckpointNotFound(FileNotFoundError):
@@ -82,7 +81,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def _atomic_text(text: str, path: Path) -> None:
-    write_text_atomic(path, text)
+    atomic_write_text(path, text)
 
 
 def _labels_info(cfg: DamtConfig, model_state: dict) -> dict[str, Any]:
@@ -112,12 +111,12 @@ def _heads_info(cfg: DamtConfig, model_state: dict) -> dict[str, Any]:
 def _cache_info(cache: Path | None) -> dict[str, Any] | None:
     """What the training cache's targets.json says (the preprocess config hash the stores carry,
     and the target column names of the regression heads), if that cache is reachable."""
-    if cache is None or not (Path(cache) / TARGETS_JSON).is_file():
+    if cache is None or not Cache(cache).has_targets():
         return None
-    doc = json.loads((Path(cache) / TARGETS_JSON).read_text())
-    return {"path": str(Path(cache).resolve()), "preprocess_config_hash": doc.get("config_hash"),
-            "n_subjects": doc.get("n_subjects"),
-            "target_names": {k: doc.get(k, {}).get("names", []) for k in ("morphometry", "radiomics")}}
+    targets = Cache(cache).targets()
+    return {"path": str(Path(cache).resolve()), "preprocess_config_hash": targets.info.get("config_hash"),
+            "n_subjects": targets.info.get("n_subjects"),
+            "target_names": {k: targets.names.get(k, []) for k in KINDS}}
 
 
 @dataclass

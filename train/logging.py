@@ -18,7 +18,7 @@ import math
 import time
 from pathlib import Path
 from typing import Any
-from damt.atomic import write_text_atomic
+from damt.durable import atomic_write_text
 
 METRICS_FILE, EVENTS_FILE = "metrics.jsonl", "events.jsonl"
 
@@ -40,7 +40,7 @@ def _truncate(path: Path, last_step: int) -> None:
         return
     kept = [line for line in path.read_text().splitlines()
             if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    write_text_atomic(path, "".join(line + "\n" for line in kept))
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 class Interval:

@@ -30,9 +30,8 @@ from damt.labels import load_label_table
 from damt.model import DamtModel
 from damt.views import make_views
 from train import dist
-from damt.cache.lock import preprocess_running
+from damt.cache import MANIFEST_FILE, TARGETS_FILE, Cache
 from damt.errors import NonFiniteStateError
-from damt.targets.cachefile import TARGETS_JSON
 from train.checkpoint import clean_partial, latest_checkpoint, load_checkpoint, nonfinite_values, save_checkpoint
 from train.data import CacheDataset, ShardedSampler, build_loader, to_device
 from train.logging import Interval, MetricsLogger, NullLogger
@@ -40,7 +39,7 @@ from train.optim import Schedule, build_optimizer
 from train.precision import resolve_precision
 from train.state import make_state, restore_state
 from train.step import StepResult, train_step
-from damt.atomic import write_text_atomic
+from damt.durable import atomic_write_text
 
 
 class TooManySkips(RuntimeError):
@@ -139,11 +138,11 @@ class Trainer:
         if found is not None and not resume:
             raise ConfigError("train.out_dir", f"{self.run_dir} already holds checkpoints: pass "
                               f"--resume to continue that run, or choose another --out")
-        if preprocess_running(Path(cache)) and not (Path(cache) / TARGETS_JSON).is_file():
+        if Cache(cache).busy() and not Cache(cache).has_targets():
             raise ConfigError("data.cache_dir", f"{cache} is still being built: a damt preprocess run holds "
-                              f"it and has not finished (no {TARGETS_JSON} yet); train once it has ended")
-        if not (Path(cache) / "manifest.parquet").is_file():
-            raise ConfigError("data.cache_dir", f"{cache} holds no cache (no manifest.parquet): "
+                              f"it and has not finished (no {TARGETS_FILE} yet); train once it has ended")
+        if not Cache(cache).exists():
+            raise ConfigError("data.cache_dir", f"{cache} holds no cache (no {MANIFEST_FILE}): "
                               f"run `damt preprocess` into it, or pass --cache")
         seed_everything(cfg.train.seed)
         self.dataset = CacheDataset(Path(cache), cfg)
@@ -178,7 +177,7 @@ class Trainer:
             self.logger: MetricsLogger | NullLogger = NullLogger()
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.run_dir / "config.yaml", dump_config(cfg))
+        atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
         # records after this step (from a run killed after its last checkpoint) are dropped
         self.logger = MetricsLogger(self.run_dir, self.step, to_dict(cfg),
                                     wandb=cfg.train.wandb, wandb_project=cfg.train.wandb_project)

@@ -21,13 +21,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from damt.cache import open_subject
+from damt.cache import KINDS, TARGETS_FILE, Cache, open_subject
 from damt.probe import TASKS, ProbeError, format_table, probe_compare
-from damt.targets.cachefile import KINDS, CacheTargets
-from preprocess.manifest import ok_subjects
 from train.embed import build_encoder, cache_mismatch, embed_subjects, embedding_meta
 from train.export_cli import load_run_checkpoint
-from damt.atomic import write_text_atomic
+from damt.durable import atomic_write_text
 
 ROW_LABELS = {"pretrained": "pretrained", "random_init": "random init", "no_features": "no features"}
 
@@ -40,14 +38,14 @@ def _unknown(name: str, where: str, options: list[str]) -> ProbeError:
 
 def cache_target(cache: Path, column: str) -> tuple[pd.Series, dict[str, Any]]:
     """Raw values of a cache target column per ok subject (NaN where not present)."""
-    names = CacheTargets.load(cache).names
+    names = Cache(cache).targets().names
     kind = next((k for k in KINDS if column in names.get(k, [])), None)
     if kind is None:
-        raise _unknown(column, f"a column of {cache}/targets.json (morphometry, radiomics)",
+        raise _unknown(column, f"a column of {Path(cache) / TARGETS_FILE} (morphometry, radiomics)",
                        [n for k in KINDS for n in names.get(k, [])])
     j = names[kind].index(column)
     values = {}
-    for sid, store in ok_subjects(cache)[["subject_id", "store"]].itertuples(index=False):
+    for sid, store in Cache(cache).ok_subjects()[["subject_id", "store"]].itertuples(index=False):
         group = open_subject(Path(cache) / store)
         present = bool(np.asarray(group[f"{kind}_present"][j]))
         value = float(np.asarray(group[kind][j]))
@@ -89,7 +87,7 @@ def pretraining_target(cfg, cache: Path, column: str, csv: Path | None) -> str |
     """Why ``column`` is a target the checkpoint's encoder (config ``cfg``) was pretrained to
     regress, or None. A CSV column counts when its name, or ``<csv stem>.<name>`` (how the cache
     names imported CSV columns), is a target column of an enabled regression task."""
-    names = CacheTargets.load(cache).names
+    names = Cache(cache).targets().names
     wanted = [column] if csv is None else [column, f"{Path(csv).stem}.{column}"]
     for kind, task in PRETRAINING_TASKS.items():
         if not getattr(cfg.tasks, task).enabled:
@@ -97,7 +95,7 @@ def pretraining_target(cfg, cache: Path, column: str, csv: Path | None) -> str |
         hit = next((n for n in wanted if n in names.get(kind, [])), None)
         if hit is not None:
             return (f"{hit!r} is a {kind} target the encoder was pretrained to regress "
-                    f"(tasks.{task}, {Path(cache) / 'targets.json'})")
+                    f"(tasks.{task}, {Path(cache) / TARGETS_FILE})")
     return None
 
 
@@ -196,7 +194,7 @@ def run_probe(checkpoint: Path | str, target: str, cache: Path | str | None = No
     if out is not None:
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(report, indent=1) + "\n")
+        atomic_write_text(path, json.dumps(report, indent=1) + "\n")
     return report
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import zarr
 
 from damt.cache.layout import Layout
+from damt.durable import fsync_tree, publish_folder
 
 STORE_FORMAT = "damt-subject-v1"
 SUBJECTS_DIR, STAGING_DIR, TRASH_DIR = "subjects", ".staging", ".trash"
@@ -49,22 +50,6 @@ def array_sha256(arr: np.ndarray) -> str:
     h = hashlib.sha256(f"{arr.dtype.str}{tuple(arr.shape)}".encode())
     h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()
-
-
-def _fsync_tree(root: Path) -> None:
-    """fsync every file and folder under ``root`` so the rename publishes durable data."""
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def clean_debris(cache: Path) -> list[Path]:
@@ -142,20 +127,15 @@ def write_subject_store(cache: Path, subject_id: str, arrays: Mapping[str, np.nd
 
 def _commit(staging: Path, final: Path) -> None:
     """Publish ``staging`` as ``final`` by rename, moving any previous store to the trash first."""
-    _fsync_tree(staging)
+    fsync_tree(staging)
     if final.exists():
         trash = final.parent.parent / TRASH_DIR / f"{final.name}.{uuid.uuid4().hex[:12]}"
         trash.parent.mkdir(parents=True, exist_ok=True)
         os.rename(final, trash)
-        os.rename(staging, final)
+        publish_folder(staging, final, fsync_contents=False)
         shutil.rmtree(trash, ignore_errors=True)
     else:
-        os.rename(staging, final)
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        publish_folder(staging, final, fsync_contents=False)
 
 
 def read_store_attrs(path: Path) -> dict | None:

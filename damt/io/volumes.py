@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import gzip
-import hashlib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.freesurfer.mghformat import MGHError
 from nibabel.spatialimages import HeaderDataError
 
+from damt.durable import sha256_stream
 from damt.errors import (CorruptFileError, NoAffineError, NotAnImageError, NotThreeDError,
                          TooLargeError, TransientIOError)
 from damt.io.files import open_regular
@@ -53,14 +53,11 @@ def _io_error(path: Path, err: OSError, what: str) -> Exception:
 def file_sha256(path: str | Path) -> str:
     """sha256 hex digest of a regular file's bytes (read in 1 MiB blocks). NotRegularFileError for
     a FIFO, device, dangling or looping link (never opened in a way that could block)."""
-    h = hashlib.sha256()
     try:
         with open_regular(path) as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+            return sha256_stream(f, 1 << 20)
     except OSError as err:
         raise _io_error(Path(path), err, "reading for the input hash") from err
-    return h.hexdigest()
 
 
 def read_volume(path: str | Path, max_voxels: int | None = None) -> Volume:

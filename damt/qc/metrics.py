@@ -16,7 +16,7 @@ import pandas as pd
 
 from damt.cache import open_subject
 from damt.labels import LabelTable
-from damt.targets.cachefile import KINDS
+from damt.cache.targets import KINDS
 
 #: MAD -> standard deviation for normal data
 MAD_SCALE = 1.4826

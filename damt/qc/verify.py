@@ -15,7 +15,7 @@ import numpy as np
 import zarr
 
 from damt.cache import STORE_FORMAT, array_sha256
-from damt.targets.cachefile import KINDS
+from damt.cache.targets import KINDS
 
 #: the dtype every array of a store must have
 DTYPES = {"image": np.dtype(np.float16), "atlas": np.dtype(np.uint8)} | {

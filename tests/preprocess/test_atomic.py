@@ -16,7 +16,7 @@ import pytest
 
 from damt.cache import open_subject, read_store_attrs
 from damt.config import load_config
-from preprocess.manifest import read_manifest
+from damt.cache import read_manifest
 from preprocess.run import run_preprocess
 
 KILLED_RUN = textwrap.dedent("""

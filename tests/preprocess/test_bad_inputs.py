@@ -10,7 +10,7 @@ from damt.cache import open_subject
 from damt.config import load_config
 from damt.errors import REASONS
 from damt.synth import BAD_CASES, bad_subject_id, make_bad_case, make_subject
-from preprocess.manifest import read_manifest
+from damt.cache import read_manifest
 from preprocess.run import run_preprocess
 
 EXPECTED = {

@@ -11,7 +11,7 @@ import pytest
 from distributed import WorkerPlugin
 
 from damt.config import load_config
-from preprocess.manifest import read_manifest
+from damt.cache import read_manifest
 from preprocess.run import run_preprocess
 
 pytestmark = pytest.mark.slow

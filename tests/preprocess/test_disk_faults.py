@@ -16,7 +16,7 @@ from damt.cli import main
 from damt.config import load_config
 from damt.errors import CacheWriteError
 from damt.synth import make_subject
-from preprocess.manifest import read_manifest
+from damt.cache import read_manifest
 from preprocess.run import run_preprocess
 
 

@@ -29,7 +29,7 @@ from damt.config import DamtConfig, load_config
 from damt.labels import class_colours, load_label_table
 from damt.qc import mid_slices
 from damt.synth import bad_subject_id, make_bad_case, make_subject
-from preprocess.manifest import read_manifest
+from damt.cache import read_manifest
 from preprocess.qc import REPORT_HTML, run_qc, verify_cache
 from preprocess.run import cache_lock, run_preprocess
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 
 from damt.config import load_config
-from preprocess.manifest import to_frame, write_manifest
+from damt.cache import manifest_row, to_frame, write_manifest
 from preprocess.qc import run_qc
 
 TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
@@ -14,14 +14,9 @@ TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 def test_qc_csvs_neutralise_formulas(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
-    base = {"status": "failed", "input_hash": "", "input_stat": "", "config_hash": "", "seconds": 0.0,
-            "shape": "", "image_source": "", "unknown_label_voxels": 0, "store": "", "software_version": "",
-            "finished_at": ""}
-    rows = [base | {"subject_id": "sub-1", "cohort": "c", "reason": "not_an_image",
-                    "message": '=HYPERLINK("http://evil","click")'},
-            base | {"subject_id": "sub-2", "cohort": "c", "reason": "corrupt_file",
-                    "message": "-x/sub-2/mri/brainmask.mgz: truncated"},
-            base | {"subject_id": "sub-3", "cohort": "c", "reason": "missing_image", "message": "@cmd|' /C calc'!A0"}]
+    rows = [manifest_row("sub-1", "c", reason="not_an_image", message='=HYPERLINK("http://evil","click")'),
+            manifest_row("sub-2", "c", reason="corrupt_file", message="-x/sub-2/mri/brainmask.mgz: truncated"),
+            manifest_row("sub-3", "c", reason="missing_image", message="@cmd|' /C calc'!A0")]
     write_manifest(cache, to_frame(rows))
     result = run_qc(load_config(None), cache)
     for path in (result.subjects_csv, result.outliers_csv):

@@ -17,7 +17,7 @@ import zarr
 from damt.cache import Layout, read_store_attrs, relayout_store
 from damt.cli import main
 from damt.config import load_config
-from preprocess.manifest import ok_subjects
+from damt.cache import ok_subjects
 from preprocess.relayout import run_relayout
 from preprocess.run import run_preprocess
 

@@ -9,7 +9,7 @@ import json
 
 from damt.config import load_config
 from damt.synth import make_subject
-from preprocess.manifest import read_manifest
+from damt.cache import read_manifest
 from preprocess.run import run_preprocess
 
 SHAPE = (64, 64, 64)

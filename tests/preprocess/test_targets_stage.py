@@ -14,8 +14,8 @@ import torch
 from damt.cache import open_subject
 from damt.cli import main
 from damt.config import load_config
-from damt.targets.cachefile import CacheTargets
-from preprocess.manifest import read_manifest
+from damt.cache import CacheTargets
+from damt.cache import read_manifest
 from preprocess.run import run_preprocess
 from original_recipe import dkt_from_desikan, recipe
 

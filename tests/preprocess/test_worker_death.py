@@ -16,7 +16,7 @@ import pytest
 
 from damt.config import load_config
 from damt.synth import make_subject
-from preprocess.manifest import read_manifest
+from damt.cache import read_manifest
 from preprocess.run import limits_changed, run_preprocess
 from hostile import write_bomb
 

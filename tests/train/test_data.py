@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from damt.config import load_config
-from damt.targets.cachefile import CacheTargets
+from damt.cache import CacheTargets
 from damt.views import location_label, make_views, unrotate
 from preprocess.run import run_preprocess
 from train.data import CacheDataset, MissingTargetsError, ShardedSampler, build_loader, to_device
@@ -332,9 +332,11 @@ def test_samples_are_the_same_from_any_store_layout(cache, old_layout_cache, tin
 
 
 def test_bench_loader_reports_ours_floor_chain_and_ratio(cache, old_layout_cache, tiny_cfg):
+    from damt.app.baseline import monai_chain
     from train.bench_loader import bench_loader
 
-    rows = list(bench_loader(tiny_cfg, [cache, old_layout_cache], limit=1, repeats=1, chain_repeats=1, rounds=1))
+    rows = list(bench_loader(tiny_cfg, [cache, old_layout_cache], limit=1, repeats=1, chain_repeats=1, rounds=1,
+                             chain=monai_chain))
     stages = [r["stage"] for r in rows]
     assert stages == ["damt"] * 4 + ["store_size", "store_size", "layout_ratio", "targets_table", "floor", "views",
                                      "monai_chain", "ratio"]

@@ -20,7 +20,7 @@ from monai.networks.nets import SwinUNETR
 from damt.cli import main
 from damt.model import MaskedSwinEncoder
 from damt.probe import ProbeError
-from preprocess.manifest import ok_subjects
+from damt.cache import ok_subjects
 from tiny_run import tiny_run
 from train.embed import build_encoder, embed, read_embeddings
 from train.loop import Trainer

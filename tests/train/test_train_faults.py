@@ -21,7 +21,7 @@ import train.loop as loop
 from damt.cli import main
 from damt.config import load_config
 from damt.synth import make_subject
-from preprocess.manifest import read_manifest, write_manifest
+from damt.cache import read_manifest, write_manifest
 from preprocess.run import run_preprocess
 from train.checkpoint import MARKER_FILE, complete_checkpoints, latest_checkpoint, load_checkpoint
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from damt.cache.names import TARGETS_FILE
+from damt.durable import atomic_write_text
 from damt.errors import TargetsFileError, TargetsFileMissingError
 from damt.targets.normalise import apply
-from damt.atomic import write_text_atomic
 
-TARGETS_JSON = "targets.json"
 TARGETS_FORMAT = "damt-targets-v1"
 #: target kinds, in the names of the store arrays (``<kind>`` float32 and ``<kind>_present`` bool)
 KINDS = ("morphometry", "radiomics")
@@ -47,7 +47,7 @@ class CacheTargets:
     @classmethod
     def load(cls, cache: Path) -> "CacheTargets":
         """Read ``<cache>/targets.json``; TargetsFileError with advice if it is missing or damaged."""
-        path = Path(cache) / TARGETS_JSON
+        path = Path(cache) / TARGETS_FILE
         if not path.is_file():
             raise TargetsFileMissingError(f"{path} is missing: run `damt preprocess` on this cache first "
                                           f"(a run still in progress writes it when it ends)")
@@ -72,12 +72,12 @@ class CacheTargets:
 
 def write_targets_json(cache: Path, doc: dict[str, Any]) -> bool:
     """Write targets.json atomically if its content changed. Returns True if written."""
-    path = Path(cache) / TARGETS_JSON
+    path = Path(cache) / TARGETS_FILE
     text = json.dumps(doc | {"format": TARGETS_FORMAT}, indent=1, sort_keys=True)
     try:
         if path.read_text() == text:
             return False
     except (OSError, ValueError):  # missing, or damaged beyond decoding: write it
         pass
-    write_text_atomic(path, text)
+    atomic_write_text(path, text)
     return True

@@ -4,7 +4,8 @@ The research code ran this for every training sample: LoadImaged -> EnsureChanne
 CropForegroundd -> Spacingd 1.25 -> SpatialPadd 128 -> ScaleIntensityRangePercentilesd -> label
 remap -> crops. ``LoadImaged`` is given nibabel's reader explicitly because MONAI's automatic reader
 choice does not accept ``.mgz``. It is reproduced faithfully, not fixed (it still scales over the
-padded volume, for instance); DAMT's own pipeline is in ``preprocess.subject``.
+padded volume, for instance); DAMT's own pipeline is in ``preprocess.subject``. The CLI (app layer) hands
+:func:`monai_chain` to both stages' benchmarks, which never import each other.
 """
 
 from __future__ import annotations
