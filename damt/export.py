@@ -36,7 +36,7 @@ class ExportError(ValueError):
 
 
 def encoder_state_dict(model_state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The ``swinViT`` keys of a DamtModel state dict, without the ``encoder.swinViT.`` prefix
+    """The ``swinViT`` keys of a training (MultiTaskObjective) state dict, without the ``encoder.swinViT.`` prefix
     (the layout of ``SwinUNETR.swinViT.state_dict()``). Tensors are detached CPU copies."""
     out = {k[len(ENCODER_PREFIX):]: v.detach().cpu().clone()
            for k, v in model_state.items() if k.startswith(ENCODER_PREFIX)}

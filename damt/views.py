@@ -1,11 +1,13 @@
-"""The training views of METHOD.md ("Views and targets made at training time"), as batched tensor
-operations that run on the training device.
+"""The training views of METHOD.md ("Views and targets made at training time"): draw, then apply.
 
-Every random draw of a sample (crop positions, the three rotation classes, the MIM block masks) is
-made on the CPU by the data loader from the sample's own generator (see ``train.data``); this
-module only *applies* those draws, to whole batches at once, so the expensive voxel work (rotating
-128³ volumes, resizing the local crop, expanding masks) happens on the GPU when there is one and
-never in a per-sample Python loop.
+Draw (MONAI's ``randomize``): :func:`draw_sample` makes every random choice of one sample (the crop
+corners, the three rotation classes, the MIM block masks, and from the local corner the location
+label) from the sample's own generator (:func:`sample_rng`), as a :class:`Draws`. It is pure and
+cheap, and runs on the CPU in the data loader, which then reads the two crops the draws name.
+
+Apply: :func:`make_views` applies the draws to whole batches at once, so the expensive voxel work
+(rotating 128³ volumes, resizing the local crop, expanding masks) happens on the GPU when there is
+one and never in a per-sample Python loop.
 
 Spatial conventions: a volume tensor is ``[B, C, D, H, W]`` (or ``[B, D, H, W]``); spatial axis 0
 is D, 1 is H, 2 is W, the store's RAS voxel axes in order. Voxel ``i`` spans ``[i, i + 1)``, so a
@@ -17,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,6 +55,59 @@ def _apply_rotations(x: torch.Tensor, rot: torch.Tensor, inverse: bool) -> torch
         k = (-k) % 4 if inverse else k
         out[idx] = torch.rot90(x[idx], k, (spatial0 + a, spatial0 + b))
     return out
+
+
+def sample_rng(seed: int, epoch: int, key: int) -> np.random.Generator:
+    """The generator of one sample: a pure function of (seed, epoch, sample key), so a sample is
+    bit-identical in any worker, process or rank and after a resume."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(epoch), int(key)])))
+
+
+def block_mask(rng: np.random.Generator, n: int, ratio: float) -> np.ndarray:
+    """bool [n, n, n]: exactly ``round(ratio * n³)`` blocks masked, chosen uniformly."""
+    total = n ** 3
+    mask = np.zeros(total, bool)
+    mask[rng.permutation(total)[: int(round(ratio * total))]] = True
+    return mask.reshape(n, n, n)
+
+
+@dataclass(frozen=True)
+class Draws:
+    """The random choices of one sample, drawn in this field order from its generator (the order
+    is part of the data: another order gives other crops for the same seed). Corners are voxel
+    indices of the whole volume; ``rotation`` is (global view 1, global view 2, local view) in
+    0..9; ``mim_global`` bool [G/b]³ and ``mim_local`` bool [S/b]³ (b = views.mim_block_vox);
+    ``location`` is not drawn but follows from ``local_start`` (:func:`location_label`)."""
+
+    global_start: tuple[int, int, int]
+    local_start: tuple[int, int, int]
+    rotation: tuple[int, int, int]
+    mim_global: np.ndarray
+    mim_local: np.ndarray
+    location: int
+
+
+def draw_sample(rng: np.random.Generator, shape: Sequence[int], cfg) -> Draws:
+    """Every random choice of one sample for a volume of ``shape`` (3 ints, voxels), from ``rng``.
+
+    ``cfg`` is the DamtConfig (its ``views`` section). The local crop is drawn anywhere in the
+    volume, independently of the global crop: METHOD.md defines its location label on the whole
+    volume's grid, and the local view is paired with no global view in any loss, so tying it to the
+    global crop would only skew the location classes towards the global crop's region.
+    Raises ValueError when the global crop does not fit the volume.
+    """
+    v = cfg.views
+    g, lc = v.global_crop_vox, v.local_crop_vox
+    if min(shape) < g:
+        raise ValueError(f"volume shape {tuple(shape)} is smaller than the global crop {g}")
+    gs = tuple(int(x) for x in rng.integers(0, np.asarray(shape) - g + 1))
+    ls = tuple(int(x) for x in rng.integers(0, np.asarray(shape) - lc + 1))
+    rot = tuple(int(x) for x in rng.integers(0, N_ROTATIONS, size=3))
+    mim_g = block_mask(rng, g // v.mim_block_vox, v.mim_mask_ratio)
+    mim_l = block_mask(rng, v.local_size_vox // v.mim_block_vox, v.mim_mask_ratio)
+    centre = [s + lc / 2 for s in ls]
+    location = location_label(centre, shape, v.location_grid, v.location_axes)
+    return Draws(gs, ls, rot, mim_g, mim_l, location)  # type: ignore[arg-type]
 
 
 def rotate(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:

@@ -15,10 +15,11 @@ from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
-from damt.cache import (CONFIG_FILE, LAYOUT_KEYS, MANIFEST_FILE, STORE_FORMAT, TARGETS_FILE, Layout, clean_debris,
+from damt.cache import (CONFIG_FILE, MANIFEST_FILE, STORE_FORMAT, TARGETS_FILE, Layout, clean_debris,
                         hold_lock, open_lock, read_manifest, read_store_attrs, rows_by_key, to_frame,
                         write_manifest)
 from damt.config import ConfigError, DamtConfig, config_hash, dump_config, to_dict
+from damt.config.scopes import scoped_dict
 from damt.errors import CacheWriteError, SubjectError, write_error
 from damt.labels import LabelTable, load_label_table
 from preprocess.cluster import cluster_rows, worker_died_error, worker_died_stale, worker_limit_token
@@ -30,8 +31,6 @@ from preprocess.subject import failed_row, is_unchanged, process_subject, stat_f
 from preprocess.targets import TargetPlan, build_plan, refit_targets_json
 from damt.durable import atomic_write_text
 
-#: preprocess keys that change no store (a failed row that depends on one records it instead)
-_UNHASHED = ("max_voxels",)
 #: failure reasons that belong to discovery, not to a subject's files (they never own an id)
 _ID_REASONS = {"duplicate_subject_id", "bad_subject_id"}
 
@@ -90,13 +89,15 @@ class RunSummary:
 
 
 def preprocess_hash(cfg: DamtConfig, table: LabelTable, plan: TargetPlan) -> str:
-    """Hash of everything that changes a subject store's contents: the preprocess section, the
-    label table's bytes, the target plan (schema, tissues, pyradiomics settings) and the store
-    format. Training settings, target normalisation, the store layout (``LAYOUT_KEYS``: chunks
-    and codec change bytes on disk, never array values) and the input size limit (it decides only
-    whether a file is read, not what a store holds) are left out, so changing them rebuilds no
-    store; ``damt cache relayout`` applies a layout change."""
-    section = {k: v for k, v in to_dict(cfg.preprocess).items() if k not in LAYOUT_KEYS + _UNHASHED}
+    """Hash of everything that changes a subject store's contents: the config keys of scope
+    "store" (damt/config/scopes.py): those of the preprocess section by value, ``labels.table``
+    through the label table's bytes, ``targets.*`` through the target plan (schema, tissues,
+    pyradiomics settings, imported CSV values); and the store format. Keys of scope "cache" (the
+    store layout: chunks and codec change bytes on disk, never array values; the input size
+    limit: it decides only whether a file is read), "run" (training, target normalisation) and
+    "io" are left out, so changing them rebuilds no store; ``damt cache relayout`` applies a
+    layout change."""
+    section = scoped_dict(cfg.preprocess, "store")  # the keys of scope "store", in field order
     return config_hash({"preprocess": section, "label_table_sha256": table.sha256,
                         "targets": plan.digest(), "store_format": STORE_FORMAT})
 

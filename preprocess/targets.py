@@ -20,6 +20,7 @@ import pandas as pd
 import zarr
 
 from damt.config import DamtConfig, to_dict
+from damt.config.scopes import scoped_dict
 from damt.labels import LabelTable
 from damt.cache import KINDS, write_targets_json
 from damt.targets.csv_import import import_targets
@@ -46,7 +47,8 @@ class TargetPlan:
 
     def digest(self) -> str:
         """Hash of what makes the stores' target arrays (for the preprocess config hash)."""
-        parts = {"cfg": {k: v for k, v in to_dict(self.cfg).items() if k != "normalise"},
+        # the targets keys of scope "store" (all but normalise, which only targets.json uses)
+        parts = {"cfg": scoped_dict(self.cfg, "store"),
                  "schema": self.schema.sha256 if self.schema else None,
                  "tissues": self.tissues.sha256 if self.tissues else None, "names": self.names}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

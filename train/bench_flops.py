@@ -26,17 +26,17 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from damt.config import DamtConfig
 from damt.labels import load_label_table
-from damt.model import DamtModel
+from damt.tasks import MultiTaskObjective
+from damt.testing import synthetic_views
 from train.bench_step import SEED_MORPHOMETRY, SEED_RADIOMICS, settings
-from train.synthetic import synthetic_views
 
 #: how the heads of tasks are named in ``components`` (the others are ``<task>_head``)
 DECODER_NAMES = {"atlas": "atlas_decoder", "mim": "mim_decoder"}
 
 
 def component_name(module_path: str) -> str | None:
-    """The component of a FlopCounterMode module path ('DamtModel.heads.atlas' -> 'atlas_decoder');
-    None for the root and for paths below a component."""
+    """The component of a FlopCounterMode module path ('MultiTaskObjective.heads.atlas' ->
+    'atlas_decoder'); None for the root and for paths below a component."""
     parts = module_path.split(".")
     if len(parts) == 2 and parts[1] == "encoder":
         return "encoder"
@@ -53,7 +53,7 @@ def forward_flops(cfg: DamtConfig, batch: int = 2, n_morphometry: int = SEED_MOR
     The model runs in training mode (stochastic depth draws on meta tensors cost nothing).
     """
     n_classes = load_label_table(cfg.labels.table).n_classes
-    model = DamtModel(cfg, n_morphometry, n_radiomics, n_classes).to("meta")
+    model = MultiTaskObjective(cfg, n_morphometry, n_radiomics, n_classes).to("meta")
     views = synthetic_views(cfg, batch, n_morphometry, n_radiomics, n_classes, device="meta")
     with FlopCounterMode(display=False, depth=3) as counter:
         model(views)

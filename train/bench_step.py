@@ -35,11 +35,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from damt.config import DamtConfig
 from damt.labels import load_label_table
-from damt.model import DamtModel
+from damt.tasks import MultiTaskObjective
+from damt.testing import synthetic_views
 from train.optim import Schedule, build_optimizer
 from train.precision import Precision, resolve_precision
 from train.step import train_step
-from train.synthetic import synthetic_views
 
 # target sizes of the seed (METHOD.md): 440 + 126 morphometric columns, 24 GLCM features x 3 tissues
 SEED_MORPHOMETRY, SEED_RADIOMICS = 566, 72
@@ -102,7 +102,7 @@ def _measure(name: str, cfg: DamtConfig, batch: int, steps: int, warmup: int,
     """Time ``steps`` steps after ``warmup``; returns the result line and the FLOPs per step
     (``flops`` when given: the count of a setting with the same model)."""
     torch.manual_seed(0)
-    model = DamtModel(cfg, SEED_MORPHOMETRY, SEED_RADIOMICS, n_classes).to(device)
+    model = MultiTaskObjective(cfg, SEED_MORPHOMETRY, SEED_RADIOMICS, n_classes).to(device)
     forward = torch.compile(model) if cfg.train.compile else model
     optimizer = build_optimizer(model, cfg.optim)
     schedule = Schedule.build(cfg.optim, steps_per_epoch=100, epochs=10, global_batch=batch)

@@ -1,9 +1,11 @@
 """Training input: stream crops from the cache (DESIGN.md cache contract) into batches.
 
-A sample is made from one subject store by reading only two crop regions (never a whole volume),
-drawing every random choice from a generator seeded by ``(train.seed, epoch, sample key)``, and
-returning small CPU tensors. The voxel-heavy view work (rotations, resizing, mask expansion) is
-left to :func:`damt.views.make_views` on the training device. See docs/data-loading.md.
+This module is the I/O side of the views: crop readers, the dataset, the sampler and the loader.
+A sample is made from one subject store by drawing every random choice first
+(:func:`damt.views.draw_sample`, from a generator seeded by ``(train.seed, epoch, sample key)``),
+then reading only the two crop regions those draws name (never a whole volume), and returning
+small CPU tensors. The voxel-heavy view work (rotations, resizing, mask expansion) is left to
+:func:`damt.views.make_views` on the training device. See docs/data-loading.md.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -20,23 +21,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from damt.cache import KINDS, Cache, read_store_attrs
-from damt.views import N_ROTATIONS, location_label
+from damt.views import Draws, draw_sample, sample_rng
 
 Box = tuple[slice, slice, slice]
-
-
-def sample_rng(seed: int, epoch: int, key: int) -> np.random.Generator:
-    """The generator of one sample: a pure function of (seed, epoch, sample key), so a sample is
-    bit-identical in any worker, process or rank and after a resume."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(epoch), int(key)])))
-
-
-def block_mask(rng: np.random.Generator, n: int, ratio: float) -> np.ndarray:
-    """bool [n, n, n]: exactly ``round(ratio * n³)`` blocks masked, chosen uniformly."""
-    total = n ** 3
-    mask = np.zeros(total, bool)
-    mask[rng.permutation(total)[: int(round(ratio * total))]] = True
-    return mask.reshape(n, n, n)
 
 
 class _TensorStoreReader:
@@ -95,17 +82,6 @@ class MissingTargetsError(FileNotFoundError):
     """A subject store lacks a target array that targets.json declares."""
 
 
-@dataclass(frozen=True)
-class Draws:
-    """The random choices of one sample (all from its own generator, in this order)."""
-
-    global_start: tuple[int, int, int]
-    local_start: tuple[int, int, int]
-    rotation: tuple[int, int, int]
-    mim_global: np.ndarray
-    mim_local: np.ndarray
-
-
 class CacheDataset(Dataset):
     """The manifest's ok subjects as training samples.
 
@@ -140,7 +116,7 @@ class CacheDataset(Dataset):
         self.targets = Cache(self.cache).targets()
         self.target_table = self._load_targets()
         v = cfg.views
-        self._g, self._lc, self._s, self._b = v.global_crop_vox, v.local_crop_vox, v.local_size_vox, v.mim_block_vox
+        self._g, self._lc = v.global_crop_vox, v.local_crop_vox
         # Shared memory so set_epoch in the main process reaches persistent worker processes.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._reader: Any = None
@@ -176,22 +152,9 @@ class CacheDataset(Dataset):
         return self._reader
 
     def draws(self, key: int, shape: Sequence[int]) -> Draws:
-        """The random choices of sample ``key`` for a volume of ``shape``.
-
-        The local crop is drawn anywhere in the volume, independently of the global crop:
-        METHOD.md defines its location label on the whole volume's grid, and the local view is
-        paired with no global view in any loss, so tying it to the global crop would only skew
-        the location classes towards the global crop's region.
-        """
-        rng = sample_rng(self.cfg.train.seed, self.epoch, key)
-        g, lc = self._g, self._lc
-        if min(shape) < g:
-            raise ValueError(f"volume shape {tuple(shape)} is smaller than the global crop {g}")
-        gs = tuple(int(x) for x in rng.integers(0, np.asarray(shape) - g + 1))
-        ls = tuple(int(x) for x in rng.integers(0, np.asarray(shape) - lc + 1))
-        rot = tuple(int(x) for x in rng.integers(0, N_ROTATIONS, size=3))
-        ratio = self.cfg.views.mim_mask_ratio
-        return Draws(gs, ls, rot, block_mask(rng, g // self._b, ratio), block_mask(rng, self._s // self._b, ratio))
+        """The random choices of sample ``key`` (in this epoch) for a volume of ``shape``:
+        :func:`damt.views.draw_sample` from the sample's own generator."""
+        return draw_sample(sample_rng(self.cfg.train.seed, self.epoch, key), shape, self.cfg)
 
     def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
         key = int(key)
@@ -222,12 +185,10 @@ class CacheDataset(Dataset):
             limg, latl = gimg[rel], gatl[rel]
         else:
             limg, latl = got[2], got[3]
-        centre = [s + lc / 2 for s in d.local_start]
         out = {
             "global_image": _as_image(gimg), "global_atlas": torch.from_numpy(np.ascontiguousarray(gatl))[None],
             "local_image": _as_image(limg), "local_atlas": torch.from_numpy(np.ascontiguousarray(latl))[None],
-            "location": torch.tensor(location_label(centre, shape, self.cfg.views.location_grid,
-                                                    self.cfg.views.location_axes)),
+            "location": torch.tensor(d.location),
             "rotation": torch.tensor(d.rotation, dtype=torch.int64),
             "mim_global": torch.from_numpy(d.mim_global), "mim_local": torch.from_numpy(d.mim_local),
             "index": torch.tensor(index, dtype=torch.int64),

@@ -19,8 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from damt.cache import LAYOUT_KEYS, Cache, open_subject
+from damt.cache import Cache, open_subject
 from damt.config import DamtConfig, config_hash, to_dict
+from damt.config.scopes import keys_in_scope
 from damt.model import MaskedSwinEncoder
 from train.export_cli import LoadedCheckpoint, load_run_checkpoint
 from train.state import config_changes
@@ -28,6 +29,8 @@ from damt.durable import atomic_write
 
 EMBED_FORMAT = "damt-embeddings-v1"
 ENCODER_KEY_PREFIX = "encoder."
+#: the config keys that change what a subject store holds (damt/config/scopes.py)
+STORE_KEYS = keys_in_scope(DamtConfig, "store")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -39,7 +42,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def build_encoder(cfg: DamtConfig, model_state: Mapping[str, torch.Tensor] | None = None,
                   seed: int | None = None) -> MaskedSwinEncoder:
     """The masked Swin encoder of ``cfg.model`` in eval mode: with the ``encoder.*`` weights of a
-    DamtModel state dict (strict: every key must match), or randomly initialised from ``seed``."""
+    MultiTaskObjective state dict (strict: every key must match), or randomly initialised from ``seed``."""
     if model_state is None:
         # a private RNG stream: the caller's global torch RNG is left as it was
         with torch.random.fork_rng(devices=[]):
@@ -73,16 +76,13 @@ def read_centre_crop(store: Path, edge: int) -> np.ndarray:
 
 
 def cache_mismatch(cache: Path, cfg: DamtConfig) -> list[str]:
-    """Preprocessing keys on which the cache and the checkpoint's config differ (empty: none, or
-    the cache does not record its config). Embeddings of a differently preprocessed cache are
-    valid inputs but not what the encoder was trained on."""
+    """Store keys (scope "store": what a subject store holds) on which the cache and the
+    checkpoint's config differ (empty: none, or the cache does not record its config). Embeddings
+    of a differently preprocessed cache are valid inputs but not what the encoder was trained on."""
     saved = Cache(cache).preprocess_config()
     if saved is None:
         return []
-    mine = to_dict(cfg)
-    return [k for k in config_changes({s: saved.get(s, {}) for s in ("preprocess", "labels")},
-                                      {s: mine[s] for s in ("preprocess", "labels")})
-            if not k.startswith(tuple(f"preprocess.{key}" for key in LAYOUT_KEYS))]
+    return [k for k in config_changes(saved, to_dict(cfg)) if k in STORE_KEYS]
 
 
 @torch.inference_mode()

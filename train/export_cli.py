@@ -98,7 +98,8 @@ def _labels_info(cfg: DamtConfig, model_state: dict) -> dict[str, Any]:
 
 
 def _heads_info(cfg: DamtConfig, model_state: dict) -> dict[str, Any]:
-    """Enabled tasks and the head sizes needed to rebuild DamtModel for the SSL state dict."""
+    """Enabled tasks and the head sizes needed to rebuild the MultiTaskObjective of the SSL state
+    dict."""
     def rows(key: str) -> int:
         return int(model_state[key].shape[0]) if key in model_state else 0
 
@@ -166,10 +167,10 @@ def export(checkpoint: Path | str, out_dir: Path | str, cache: Path | str | None
                       "load": "model.load_from(torch.load(f, weights_only=True))"},
         "ssl_model": {"file": FILES["ssl_model"], "sha256": sha256_file(paths["ssl_model"]),
                       "tensors": len(model_state),
-                      "load": "damt.model.DamtModel(cfg, n_morphometry, n_radiomics, n_classes)"
+                      "load": "damt.tasks.MultiTaskObjective(cfg, n_morphometry, n_radiomics, n_classes)"
                               ".load_state_dict(torch.load(f, weights_only=True), strict=True)"},
         "config": {"file": FILES["config"], "use": "damt preprocess config.yaml --input DIR "
-                   "--cache DIR (same preprocessing); damt.config.load_config for DamtModel"},
+                   "--cache DIR (same preprocessing); damt.config.load_config for damt.tasks.MultiTaskObjective"},
     }
     cache_dir = Path(cache) if cache is not None else Path(ck.cfg.data.cache_dir)
     sidecar = build_sidecar(

@@ -7,9 +7,9 @@ kept, plus one every ``train.keep_every_epochs``), and before the process exits 
 at the end, or on SIGTERM/SIGINT (preemption; the step in flight finishes first).
 
 Under ``torchrun`` (docs/scale-out.md) every rank runs the same loop on its shard of the cohort
-with the model wrapped in DistributedDataParallel; rank 0 alone writes the run directory, and the
-ranks agree every step on skipping (train/step.py) and on stopping (a signal on any rank stops all
-of them after the same step).
+with the objective (encoder, heads, loss weighting) wrapped in DistributedDataParallel; rank 0
+alone writes the run directory, and the ranks agree every step on skipping (train/step.py) and on
+stopping (a signal on any rank stops all of them after the same step).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from damt.config import ConfigError, DamtConfig, dump_config, to_dict
 from damt.labels import load_label_table
-from damt.model import DamtModel
+from damt.tasks import MultiTaskObjective
 from damt.views import make_views
 from train import dist
 from damt.cache import MANIFEST_FILE, TARGETS_FILE, Cache
@@ -156,7 +156,9 @@ class Trainer:
         self.loader.generator = torch.Generator().manual_seed(cfg.train.seed)
         self.steps_per_epoch = len(self.loader)  # the same in every epoch (the last batch is kept)
         t = self.dataset.targets
-        self.model = DamtModel(cfg, t.size("morphometry"), t.size("radiomics"),
+        # the objective (encoder + heads + tasks + weighting) is what is optimised, checkpointed
+        # (its state dict) and wrapped in DDP; it keeps the name `model` of the trainer's state
+        self.model = MultiTaskObjective(cfg, t.size("morphometry"), t.size("radiomics"),
                                load_label_table(cfg.labels.table).n_classes).to(self.device)
         self.forward = self._wrap(self.model)
         self.optimizer = build_optimizer(self.model, cfg.optim)
@@ -187,13 +189,13 @@ class Trainer:
             self.logger.event({"event": "note", "step": self.step, "message": note})
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        """What the step calls: the model, in DDP across ranks, compiled if asked (DDP first, so
+        """What the step calls: the objective, in DDP across ranks, compiled if asked (DDP first, so
         compile sees DDP's bucketed gradient hooks)."""
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
 
             # The unused-parameter search walks the graph every step, so it is asked for only
-            # when an enabled task leaves a parameter out (DamtModel.unreached_parameters).
+            # when an enabled task leaves a parameter out (MultiTaskObjective.unreached_parameters).
             # device_ids stays None: the model sits on one device already, and with ids DDP
             # would also try to move the Views inputs, which make_views put there. No buffer
             # changes in training (instance norms keep no running statistics), so none is

@@ -13,14 +13,13 @@ import torch
 
 from damt import __version__
 from damt.config import ConfigError, DamtConfig, dump_config, to_dict
+from damt.config.scopes import keys_in_scope
 from train.checkpoint import capture_rng, restore_rng
 
-#: config keys whose change on resume cannot change the numbers of the run: where inputs were
-#: preprocessed from, how fast crops are read, where and how often things are written
-RESUME_FREE_KEYS = ("data.", "dask.", "loader.num_workers", "loader.prefetch_factor",
-                    "loader.pin_memory", "loader.reader", "train.out_dir", "train.log_every_steps",
-                    "train.checkpoint_every_epochs", "train.keep_every_epochs",
-                    "train.max_consecutive_skips", "train.wandb", "train.wandb_project")
+#: config keys whose change on resume cannot change the numbers of the run: the keys of scope
+#: "io" (where inputs were preprocessed from, how fast crops are read, where and how often things
+#: are written, reports); every other key is binding (damt/config/scopes.py)
+RESUME_FREE_KEYS: frozenset[str] = keys_in_scope(DamtConfig, "io")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -53,7 +52,8 @@ def check_resume_config(saved: dict, cfg: DamtConfig, allow_change: bool) -> lis
     Returns the changed keys (free ones included) so the caller can report them.
     """
     changed = config_changes(saved, to_dict(cfg))
-    binding = [k for k in changed if not k.startswith(RESUME_FREE_KEYS)]
+    # a key the schema no longer has (an older checkpoint's) is binding: its effect is unknown
+    binding = [k for k in changed if k not in RESUME_FREE_KEYS]
     if binding and not allow_change:
         flat_old, flat_new = _flatten(saved), _flatten(to_dict(cfg))
         detail = "; ".join(f"{k}: {flat_old.get(k, '<absent>')!r} -> {flat_new.get(k, '<absent>')!r}"

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from damt.views import Views
 from train.dist import all_true
 from train.precision import Precision
 
@@ -39,11 +40,16 @@ def step_is_finite(loss: torch.Tensor, grad_norm: torch.Tensor) -> bool:
     return all_true(torch.isfinite(loss) & torch.isfinite(grad_norm))
 
 
-def train_step(model: nn.Module, views: Any, optimizer: torch.optim.Optimizer,
+#: what the step calls: the objective (damt.tasks.MultiTaskObjective), bare, in DDP or compiled;
+#: one forward from the views to (weighted total [], {task: loss []})
+Objective = Callable[[Views], tuple[Tensor, dict[str, Tensor]]]
+
+
+def train_step(objective: Objective, views: Views, optimizer: torch.optim.Optimizer,
                precision: Precision, grad_clip_norm: float) -> StepResult:
     """Forward, backward, clip, finiteness check, optimiser step (or skip)."""
     with precision.autocast():
-        total, losses = model(views)
+        total, losses = objective(views)
     scaler = precision.scaler
     (scaler.scale(total) if scaler is not None else total).backward()
     if scaler is not None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from damt.config.scopes import key_scopes
 from damt.config.validate import describe
 
 
@@ -47,9 +48,29 @@ def to_commented_yaml(obj: Any, indent: int = 0) -> str:
     return "\n".join(lines)
 
 
+#: what each scope means, as docs/config.md shows it (damt/config/scopes.py derives the rules)
+SCOPE_LEGEND = (
+    ("store", "changes what a subject store holds: part of the preprocess hash (a change rebuilds "
+              "the stores), reported by `damt embed` when the cache differs, binding on resume"),
+    ("cache", "changes how the cache is written (chunks, codec) or which input files preprocess "
+              "admits, never a store's values: not hashed (`damt cache relayout` applies a layout "
+              "change), binding on resume"),
+    ("run", "changes the numbers of a training run: binding on resume (`--allow-config-change` "
+            "overrides)"),
+    ("io", "changes neither a store nor a run's numbers (paths, workers, loader speed, logging, "
+           "checkpoint cadence, reports): free on resume"),
+)
+
+
 def to_markdown(obj: Any) -> str:
-    """A Markdown table of every key: path, type and range, default, unit, meaning."""
-    rows = ["| key | type | default | unit | meaning |", "|---|---|---|---|---|"]
+    """The scope legend, then a Markdown table of every key: path, type and range, default, unit,
+    scope, meaning."""
+    scopes = key_scopes(type(obj))
+    rows = ["Scopes (what a key affects; the resume check, `damt embed`'s cache comparison and the "
+            "preprocess hash are derived from them):", ""]
+    rows += [f"- **{name}**: {text}" for name, text in SCOPE_LEGEND]
+    rows += ["", "| key | type | default | unit | scope | meaning |", "|---|---|---|---|---|---|"]
     for key, tp, default, unit, doc in describe(obj):
-        rows.append(f"| `{key}` | {tp} | `{default}` | {unit} | {doc.replace('|', '/')} |")
+        rows.append(f"| `{key}` | {tp} | `{default}` | {unit} | {scopes.get(key) or ''} | "
+                    f"{doc.replace('|', '/')} |")
     return "\n".join(rows)

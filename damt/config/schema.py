@@ -7,7 +7,7 @@ has a unit it is in the name too (``spacing_mm``, ``crop_size_vox``) so a YAML r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from damt.config.validate import ConfigError, section, setting
 from damt.config.targets import TargetsConfig
@@ -16,6 +16,10 @@ from damt.config.targets import TargetsConfig
 @dataclass(frozen=True)
 class DataConfig:
     """Where the cohorts are and which FreeSurfer files make a subject."""
+
+    # io: which input files a subject is made from enters its input hash (a store is rebuilt when
+    # its source files change), so these keys need not be part of the preprocess hash
+    SCOPE: ClassVar[str] = "io"
 
     inputs: list[str] = setting([], "cohort roots (SUBJECTS_DIR layout); 'NAME=PATH' names the cohort, "
                                 "otherwise the folder name is the cohort name")
@@ -34,41 +38,43 @@ class PreprocessConfig:
     """METHOD.md preprocessing steps 1-6 and the store layout."""
 
     orientation: str = setting("RAS", "axis codes the volume is reoriented to (a permutation/flip, "
-                               "no interpolation) so every cohort shares one frame")
+                               "no interpolation) so every cohort shares one frame", scope="store")
     foreground_threshold: float = setting(0.0, "image values above this are foreground (brain)",
-                                          unit="input intensity", lo=0.0)
-    crop_margin_vox: int = setting(2, "margin kept around the foreground box", unit="voxels", lo=0, hi=64)
-    spacing_mm: float = setting(1.25, "isotropic output spacing", unit="mm", lo=0.25, hi=8.0)
+                                          unit="input intensity", lo=0.0, scope="store")
+    crop_margin_vox: int = setting(2, "margin kept around the foreground box", unit="voxels", lo=0,
+                                   hi=64, scope="store")
+    spacing_mm: float = setting(1.25, "isotropic output spacing", unit="mm", lo=0.25, hi=8.0, scope="store")
     image_interp_order: int = setting(1, "spline order for the image (1 = trilinear, 3 = cubic); "
-                                      "the parcellation is always nearest", lo=1, hi=3)
+                                      "the parcellation is always nearest", lo=1, hi=3, scope="store")
     min_shape_vox: int = setting(128, "each axis is zero-padded (centred) to at least this",
-                                 unit="voxels", lo=1, hi=1024)
+                                 unit="voxels", lo=1, hi=1024, scope="store")
     percentile_low: float = setting(0.05, "intensity percentile mapped to 0 (inside the brain)",
-                                    unit="percent", lo=0.0, hi=100.0)
+                                    unit="percent", lo=0.0, hi=100.0, scope="store")
     percentile_high: float = setting(99.95, "intensity percentile mapped to 1 (inside the brain)",
-                                     unit="percent", lo=0.0, hi=100.0)
+                                     unit="percent", lo=0.0, hi=100.0, scope="store")
     unknown_labels: Literal["background", "fail"] = setting(
         "background", "parcellation ids missing from the label table: map to background and count "
-                      "them, or fail the subject")
+                      "them, or fail the subject", scope="store")
     binary_mask_fallback: bool = setting(True, "if the image is a binary 0/1 mask, use "
-                                         "data.fallback_image_name masked by it; otherwise fail")
+                                         "data.fallback_image_name masked by it; otherwise fail",
+                                         scope="store")
     grid_atol_mm: float = setting(0.001, "tolerance when checking that image and parcellation "
-                                  "share one grid", unit="mm", lo=0.0)
+                                  "share one grid", unit="mm", lo=0.0, scope="store")
     max_voxels: int = setting(512 ** 3, "largest voxel count an input file's header may declare; a "
                               "larger file is refused as too_large before its data is read (a small "
                               ".mgz can decompress to GBs). Not part of the store hash",
-                              unit="voxels", lo=1)
+                              unit="voxels", lo=1, scope="cache")
     # Store layout (damt.cache.layout): not in the preprocess hash; `damt cache relayout` applies a
     # change to an existing cache from its own stores.
     chunk_vox: Optional[int] = setting(
         None, "cube edge of the image/atlas chunks; null = slabs across the longest axis (slab_vox)",
-        unit="voxels", lo=8, hi=512)
+        unit="voxels", lo=8, hi=512, scope="cache")
     slab_vox: int = setting(16, "slab thickness along the volume's longest axis (chunk_vox: null)",
-                            unit="voxels", lo=1, hi=512)
+                            unit="voxels", lo=1, hi=512, scope="cache")
     codec: Literal["lz4hc", "lz4", "zstd", "none"] = setting(
         "lz4hc", "Blosc codec of image and atlas, byte shuffle (none = raw chunks, ~6x the disk; "
-                 "see docs/data-loading.md)")
-    clevel: int = setting(5, "Blosc compression level", lo=0, hi=9)
+                 "see docs/data-loading.md)", scope="cache")
+    clevel: int = setting(5, "Blosc compression level", lo=0, hi=9, scope="cache")
 
     def _check(self, path: str) -> None:
         if self.percentile_low >= self.percentile_high:
@@ -86,12 +92,16 @@ _ALL_AXCODES = [a + b + c for a in "LR" for b in "PA" for c in "IS"]
 class LabelsConfig:
     """The versioned FreeSurfer-id -> class table."""
 
+    SCOPE: ClassVar[str] = "store"  # the table's bytes are part of the preprocess hash
+
     table: str = setting("damt-v1", "a built-in table name (damt-v1) or a path to a table TSV")
 
 
 @dataclass(frozen=True)
 class DaskConfig:
     """How the preprocessing graph runs."""
+
+    SCOPE: ClassVar[str] = "io"  # how fast preprocessing runs, never what it writes
 
     workers: int = setting(2, "local worker processes when no scheduler is given", lo=1, hi=4096)
     threads_per_worker: int = setting(1, "threads per worker (one subject per thread)", lo=1, hi=256)
@@ -107,6 +117,8 @@ class DaskConfig:
 @dataclass(frozen=True)
 class ViewsConfig:
     """The random views made at training time (METHOD.md 'Views and targets')."""
+
+    SCOPE: ClassVar[str] = "run"
 
     global_crop_vox: int = setting(128, "global crop edge", unit="voxels", lo=8)
     local_crop_vox: int = setting(56, "local crop edge before resizing", unit="voxels", lo=4)
@@ -135,6 +147,8 @@ class ViewsConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """MONAI SwinTransformer encoder sizes and head sizes (METHOD.md 'Model')."""
+
+    SCOPE: ClassVar[str] = "run"
 
     embed_dim: int = setting(48, "channels of the first stage", lo=1)
     patch_size_vox: int = setting(2, "patch edge of the patch embedding", unit="voxels", lo=1)
@@ -176,6 +190,8 @@ class ModelConfig:
 class TaskConfig:
     """One pretext task: on/off and its loss weight."""
 
+    SCOPE: ClassVar[str] = "run"
+
     enabled: bool = setting(True, "train this task")
     weight: float = setting(1.0, "fixed loss weight", lo=0.0)
 
@@ -206,6 +222,8 @@ def _task(weight: float) -> TaskConfig:
 class TasksConfig:
     """The seven pretext tasks (METHOD.md 'Losses')."""
 
+    SCOPE: ClassVar[str] = "run"
+
     weighting: Literal["fixed", "uncertainty"] = setting("fixed", "fixed weights, or learned "
                                                          "uncertainty weighting (AutoWeightedLoss)")
     contrastive_temperature: float = setting(0.5, "NT-Xent temperature", lo=1e-6)
@@ -226,6 +244,8 @@ class TasksConfig:
 class OptimConfig:
     """AdamW with linear scaling, warm-up, cosine lr and cosine weight decay."""
 
+    SCOPE: ClassVar[str] = "run"
+
     base_lr: float = setting(5.0e-4, "learning rate at lr_reference_batch (linear scaling rule)",
                              unit="1/step", lo=0.0)
     lr_reference_batch: int = setting(256, "global batch at which base_lr applies", unit="samples", lo=1)
@@ -242,39 +262,41 @@ class OptimConfig:
 class TrainConfig:
     """The training run: length, batch, precision, checkpoints, data loading."""
 
-    epochs: int = setting(301, "training length", unit="epochs", lo=1)
-    batch_per_device: int = setting(2, "samples per device per step", unit="samples", lo=1)
-    seed: int = setting(0, "seed of every random draw (samples, init)", lo=0, hi=2 ** 32 - 1)
+    epochs: int = setting(301, "training length", unit="epochs", lo=1, scope="run")
+    batch_per_device: int = setting(2, "samples per device per step", unit="samples", lo=1, scope="run")
+    seed: int = setting(0, "seed of every random draw (samples, init)", lo=0, hi=2 ** 32 - 1, scope="run")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = setting(
-        "auto", "auto = bf16 autocast where supported, fp32 on CPU; fp16 uses a GradScaler")
-    grad_checkpointing: bool = setting(False, "recompute activations in the backward pass")
-    checkpoint_every_epochs: int = setting(1, "latest checkpoint refresh", unit="epochs", lo=1)
-    keep_every_epochs: int = setting(20, "also keep a copy every N epochs", unit="epochs", lo=1)
-    max_consecutive_skips: int = setting(10, "non-finite steps in a row that stop the run", lo=1)
-    log_every_steps: int = setting(10, "metrics.jsonl / TensorBoard interval", unit="steps", lo=1)
+        "auto", "auto = bf16 autocast where supported, fp32 on CPU; fp16 uses a GradScaler", scope="run")
+    grad_checkpointing: bool = setting(False, "recompute activations in the backward pass", scope="run")
+    checkpoint_every_epochs: int = setting(1, "latest checkpoint refresh", unit="epochs", lo=1, scope="io")
+    keep_every_epochs: int = setting(20, "also keep a copy every N epochs", unit="epochs", lo=1, scope="io")
+    max_consecutive_skips: int = setting(10, "non-finite steps in a row that stop the run", lo=1, scope="io")
+    log_every_steps: int = setting(10, "metrics.jsonl / TensorBoard interval", unit="steps", lo=1, scope="io")
     out_dir: str = setting("runs/damt", "run directory (config.yaml, metrics.jsonl, TensorBoard "
-                           "events, checkpoints/); --out overrides", unit="path")
-    compile: bool = setting(False, "torch.compile the model (GPU; first steps are slow)")
-    wandb: bool = setting(False, "also log to Weights & Biases (needs the wandb extra)")
-    wandb_project: str = setting("damt", "W&B project name when train.wandb is true")
+                           "events, checkpoints/); --out overrides", unit="path", scope="io")
+    compile: bool = setting(False, "torch.compile the model (GPU; first steps are slow)", scope="run")
+    wandb: bool = setting(False, "also log to Weights & Biases (needs the wandb extra)", scope="io")
+    wandb_project: str = setting("damt", "W&B project name when train.wandb is true", scope="io")
 
 
 @dataclass(frozen=True)
 class LoaderConfig:
     """Streaming crops from the cache to the training device."""
 
-    num_workers: int = setting(4, "data-loader worker processes per rank", lo=0)
-    prefetch_factor: int = setting(2, "batches prefetched per worker", lo=1)
-    pin_memory: bool = setting(True, "pin host memory (only with a GPU)")
-    cohort_balanced: bool = setting(False, "sample cohorts equally often instead of subjects")
+    num_workers: int = setting(4, "data-loader worker processes per rank", lo=0, scope="io")
+    prefetch_factor: int = setting(2, "batches prefetched per worker", lo=1, scope="io")
+    pin_memory: bool = setting(True, "pin host memory (only with a GPU)", scope="io")
+    cohort_balanced: bool = setting(False, "sample cohorts equally often instead of subjects", scope="run")
     reader: Literal["tensorstore", "zarr"] = setting(
         "tensorstore", "library that reads crops from the zarr v3 stores (tensorstore: ~2x less "
-                       "CPU per sample than zarr-python; see docs/data-loading.md)")
+                       "CPU per sample than zarr-python; see docs/data-loading.md)", scope="io")
 
 
 @dataclass(frozen=True)
 class QcConfig:
     """`damt qc`: the dataset QC report (outlier rule, montage) and `--verify` (docs/qc.md)."""
+
+    SCOPE: ClassVar[str] = "io"  # reports only; no store and no run depends on them
 
     out_dir: Optional[str] = setting(None, "report folder (qc_report.html, qc_subjects.csv, "
                                      "qc_outliers.csv); null = <cache>/qc; --out overrides", unit="path")

@@ -8,7 +8,7 @@ who knows a pyradiomics parameter file can map one to the other.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from damt.config.validate import ConfigError, section, setting
 
@@ -26,6 +26,8 @@ GLCM_FEATURES: tuple[str, ...] = (
 class MorphometryConfig:
     """The FreeSurfer morphometry vector (stats files, parcellation fallback)."""
 
+    SCOPE: ClassVar[str] = "store"  # the target plan is part of the preprocess hash
+
     enabled: bool = setting(True, "compute the morphometry vector from stats/ and the parcellation")
     schema: str = setting("damt-v1", "column schema: a built-in name (damt-v1: 334 columns from "
                           "aseg and Desikan stats; original-dkt: the original's 566 from the DKT "
@@ -42,6 +44,8 @@ class MorphometryConfig:
 @dataclass(frozen=True)
 class RadiomicsConfig:
     """pyradiomics GLCM texture per tissue, on the preprocessed grid (no resampling inside)."""
+
+    SCOPE: ClassVar[str] = "store"  # the target plan is part of the preprocess hash
 
     enabled: bool = setting(True, "compute the radiomics texture vector")
     tissue_table: str = setting("damt-v1", "class -> tissue table: a built-in name (damt-v1) or a "
@@ -111,6 +115,8 @@ class CsvImportConfig:
     the concatenation of those files' numeric columns (in the order listed), instead of the
     computed one; subjects without a row get present = false."""
 
+    SCOPE: ClassVar[str] = "store"  # the imported values are written into the stores
+
     files: list[CsvFileConfig] = setting([], "CSV files to import, e.g. [{path: nfeats_global.csv, "
                                          "kind: morphometry}, {path: radiomics_texture.csv, "
                                          "kind: texture}]")
@@ -133,6 +139,9 @@ class CsvImportConfig:
 @dataclass(frozen=True)
 class NormaliseConfig:
     """Column-wise normalisation over the ok subjects (statistics saved in targets.json)."""
+
+    # fitted into targets.json at the end of preprocess (no store changes), applied by training
+    SCOPE: ClassVar[str] = "run"
 
     method: Literal["robust", "standard"] = setting(
         "robust", "robust: median and IQR/1.349 (then MAD*1.4826, std, 1.0 when zero); "

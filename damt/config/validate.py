@@ -34,14 +34,23 @@ class ConfigError(ValueError):
         super().__init__(f"{path or '<root>'}: {reason}")
 
 
+#: what a config key affects (docs/config.md "Scopes"); the rules that depend on it (the preprocess
+#: hash, the resume check, embed's cache comparison) are derived from it in damt/config/scopes.py
+SCOPES = ("store", "cache", "run", "io")
+
+
 def setting(default: Any, doc: str, unit: str | None = None, lo: float | None = None,
-            hi: float | None = None, choices: tuple | None = None) -> Any:
-    """Declare a config field: its default, a one-line doc, its unit and its valid range.
+            hi: float | None = None, choices: tuple | None = None, scope: str | None = None) -> Any:
+    """Declare a config field: its default, a one-line doc, its unit, its valid range and its scope.
 
     ``lo``/``hi`` are inclusive bounds, checked on numbers and on each element of numeric lists.
-    Mutable defaults (lists, dicts) are copied per instance.
+    Mutable defaults (lists, dicts) are copied per instance. ``scope`` (one of :data:`SCOPES`) says
+    what the key affects; without it the field takes its class's ``SCOPE`` (a section whose keys
+    all affect the same thing declares it once).
     """
-    meta = {"doc": doc, "unit": unit, "lo": lo, "hi": hi, "choices": choices}
+    if scope is not None and scope not in SCOPES:
+        raise ValueError(f"scope {scope!r} is not one of {SCOPES}")  # a schema bug, not user input
+    meta = {"doc": doc, "unit": unit, "lo": lo, "hi": hi, "choices": choices, "scope": scope}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

@@ -12,8 +12,6 @@ weight, so the logged ``loss_<task>`` is exactly the term the weight multiplies.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
@@ -22,9 +20,8 @@ from damt.losses import (cross_entropy, dice_ce, gather_with_grad, masked_l1, nt
                          present_l1)
 from damt.model.heads import (ConvDecoder, LinearHead, MIMDecoder, RegressionHead,
                               SwinUNETRDecoder)
-from damt.tasks import Encoded, ModelDims, Task, register_task
-
-N_ROTATIONS = 10  # identity + 3 rot90 in each of the 3 planes (METHOD.md 'Rotation')
+from damt.tasks.base import Encoded, ModelDims, Task, register_task
+from damt.views import N_ROTATIONS, Views
 
 
 @register_task("rotation")
@@ -44,7 +41,7 @@ class Rotation(Task):
     def build_head(self, dims: ModelDims) -> nn.Module:
         return LinearHead(dims.token_dim, N_ROTATIONS)
 
-    def loss(self, head: nn.Module, enc: dict[str, Encoded], views: Any) -> Tensor:
+    def loss(self, head: nn.Module, enc: dict[str, Encoded], views: Views) -> Tensor:
         pairs = [("global", views.rot_global1), ("local", views.rot_local)]
         if self.masked_view:
             pairs.insert(1, ("global_masked", views.rot_global2))
@@ -62,7 +59,7 @@ class Location(Task):
     def build_head(self, dims: ModelDims) -> nn.Module:
         return LinearHead(dims.token_dim, self.cfg.views.location_grid ** 2)
 
-    def loss(self, head: nn.Module, enc: dict[str, Encoded], views: Any) -> Tensor:
+    def loss(self, head: nn.Module, enc: dict[str, Encoded], views: Views) -> Tensor:
         return cross_entropy(head(enc["local"].pooled), views.location)
 
 
@@ -78,7 +75,7 @@ class Contrastive(Task):
     def build_head(self, dims: ModelDims) -> nn.Module:
         return LinearHead(dims.token_dim, self.cfg.model.contrastive_dim)
 
-    def loss(self, head: nn.Module, enc: dict[str, Encoded], views: Any) -> Tensor:
+    def loss(self, head: nn.Module, enc: dict[str, Encoded], views: Views) -> Tensor:
         z1, z2 = head(enc["global"].pooled), head(enc["global_masked"].pooled)
         rows = None
         if self.cfg.tasks.contrastive_gather:
@@ -112,7 +109,7 @@ class Atlas(Task):
         return ConvDecoder(dims.hidden_channels, dims.n_classes, patch_size=m.patch_size_vox,
                            channels_last=m.channels_last)
 
-    def loss(self, head: nn.Module, enc: dict[str, Encoded], views: Any) -> Tensor:
+    def loss(self, head: nn.Module, enc: dict[str, Encoded], views: Views) -> Tensor:
         per_view = dice_ce if self.cfg.tasks.atlas.loss == "dice_ce" else cross_entropy
         g, loc = enc["global"], enc["local"]
         return (per_view(head(g.hidden, g.x_in), views.global1_atlas)
@@ -135,7 +132,7 @@ class _Regression(Task):
                               f"columns (targets.json): disable the task or rebuild the cache")
         return RegressionHead(dims.token_dim, dims.global_grid, self.cfg.model.regression_channels, n)
 
-    def loss(self, head: nn.Module, enc: dict[str, Encoded], views: Any) -> Tensor:
+    def loss(self, head: nn.Module, enc: dict[str, Encoded], views: Views) -> Tensor:
         return present_l1(head(enc["global"].hidden[-1]), getattr(views, self.kind),
                           getattr(views, f"{self.kind}_present"))
 
@@ -164,7 +161,7 @@ class MaskedImageModelling(Task):
     def build_head(self, dims: ModelDims) -> nn.Module:
         return MIMDecoder(dims.token_dim, dims.stride)
 
-    def loss(self, head: nn.Module, enc: dict[str, Encoded], views: Any) -> Tensor:
+    def loss(self, head: nn.Module, enc: dict[str, Encoded], views: Views) -> Tensor:
         g = masked_l1(head(enc["global_masked"].hidden[-1]), views.global2, views.global2_voxel_mask)
         loc = masked_l1(head(enc["local_masked"].hidden[-1]), views.local_plain,
                         views.local_voxel_mask)

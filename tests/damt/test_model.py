@@ -9,10 +9,10 @@ import torch
 from monai.networks.nets import SwinUNETR
 
 from damt.config import load_config
-from damt.model import DamtModel
 from damt.model.encoder import MaskedSwinEncoder, SdpaWindowAttention
 from damt.model.heads import ConvDecoder, MIMDecoder, RegressionHead, SwinUNETRDecoder
-from train.synthetic import synthetic_views
+from damt.tasks import MultiTaskObjective
+from damt.testing import synthetic_views
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_sdpa_attention_equals_monai_attention_with_gradients(tiny):
 
 def test_encoder_and_swinunetr_atlas_decoder_load_into_monai_swinunetr(tiny):
     cfg = replace(tiny, model=replace(tiny.model, atlas_decoder="swinunetr"))
-    model = DamtModel(cfg, 20, 8, 101)
+    model = MultiTaskObjective(cfg, 20, 8, 101)
     assert isinstance(model.heads["atlas"], SwinUNETRDecoder)
     state = {f"swinViT.{k[len('encoder.swinViT.'):]}": v for k, v in model.state_dict().items()
              if k.startswith("encoder.swinViT.")}
@@ -92,7 +92,7 @@ def test_encoder_and_swinunetr_atlas_decoder_load_into_monai_swinunetr(tiny):
 
 def test_model_forward_gives_seven_finite_losses_and_gradients(tiny):
     torch.manual_seed(0)
-    model = DamtModel(tiny, 20, 8, 101)
+    model = MultiTaskObjective(tiny, 20, 8, 101)
     views = synthetic_views(tiny, 2, 20, 8, 101)
     total, losses = model(views)
     assert list(losses) == ["rotation", "location", "contrastive", "atlas", "morphometry",
@@ -108,7 +108,8 @@ def test_model_forward_gives_seven_finite_losses_and_gradients(tiny):
 
 def test_shared_batch_passes_equal_separate_passes(tiny):
     torch.manual_seed(0)
-    model = DamtModel(replace(tiny, model=replace(tiny.model, sdpa_attention=False)), 20, 8, 101).eval()
+    model = MultiTaskObjective(replace(tiny, model=replace(tiny.model, sdpa_attention=False)),
+                               20, 8, 101).eval()
     views = synthetic_views(tiny, 2, 20, 8, 101)
     with torch.no_grad():
         enc = model.encode(views)
@@ -153,7 +154,7 @@ def test_conv_decoder_is_the_originals_at_the_seed_sizes():
 
 def test_conv_decoder_reads_only_the_hidden_states(tiny):
     torch.manual_seed(0)
-    model = DamtModel(tiny, 20, 8, 101)
+    model = MultiTaskObjective(tiny, 20, 8, 101)
     assert isinstance(model.heads["atlas"], ConvDecoder)
     dec = model.heads["atlas"]
     hidden = [torch.randn(2, c, 32 // 2 ** i, 32 // 2 ** i, 32 // 2 ** i)

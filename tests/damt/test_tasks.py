@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from damt.config import ConfigError, load_config
-from damt.model import DamtModel
-from damt.tasks import TASKS, Task, build_tasks, register_task
-from train.synthetic import synthetic_views
+from damt.tasks import TASKS, MultiTaskObjective, Task, build_tasks, register_task
+from damt.testing import synthetic_views
 
 # the atlas decoder is the expensive part of a tiny step; tests about wiring leave it out
 CHEAP = ["tasks.atlas.enabled=false"]
@@ -36,7 +35,7 @@ def test_registering_a_name_twice_is_refused():
 
 def test_disabled_task_has_no_head_no_loss_and_no_encoder_pass(repo):
     cfg = _cfg(repo, *CHEAP, "tasks.mim.enabled=false", "tasks.location.enabled=false")
-    model = DamtModel(cfg, 20, 8, 101)
+    model = MultiTaskObjective(cfg, 20, 8, 101)
     assert "mim" not in model.heads and "atlas" not in model.heads
     assert model.passes == ["global", "global_masked", "local"]  # no masked local pass without MIM
     _, losses = model(synthetic_views(cfg, 2, 20, 8, 101))
@@ -46,7 +45,7 @@ def test_disabled_task_has_no_head_no_loss_and_no_encoder_pass(repo):
 def test_reweighting_from_the_config_changes_the_total(repo):
     cfg = _cfg(repo, *CHEAP, "tasks.texture.weight=0.0", "tasks.rotation.weight=2.5")
     torch.manual_seed(0)
-    model = DamtModel(cfg, 20, 8, 101)
+    model = MultiTaskObjective(cfg, 20, 8, 101)
     with torch.no_grad():
         total, losses = model(synthetic_views(cfg, 2, 20, 8, 101))
     want = {"rotation": 2.5, "location": 1, "contrastive": 1, "morphometry": 5, "texture": 0, "mim": 1}
@@ -55,7 +54,7 @@ def test_reweighting_from_the_config_changes_the_total(repo):
 
 def test_uncertainty_weighting_is_an_option(repo):
     cfg = _cfg(repo, *CHEAP, "tasks.weighting=uncertainty")
-    model = DamtModel(cfg, 20, 8, 101)
+    model = MultiTaskObjective(cfg, 20, 8, 101)
     assert model.weighting is not None and model.weighting.names == [t.name for t in model.tasks]
     with torch.no_grad():
         total, losses = model(synthetic_views(cfg, 2, 20, 8, 101))
@@ -68,7 +67,7 @@ def test_uncertainty_weighting_is_an_option(repo):
 def test_subject_without_a_target_is_left_out_of_that_loss(repo):
     cfg = _cfg(repo, *CHEAP)
     torch.manual_seed(0)
-    model = DamtModel(cfg, 20, 8, 101).eval()
+    model = MultiTaskObjective(cfg, 20, 8, 101).eval()
     views = synthetic_views(cfg, 2, 20, 8, 101)
     views.morphometry_present[0] = False
     with torch.no_grad():
@@ -85,9 +84,9 @@ def test_config_errors_name_the_key(repo):
     with pytest.raises(ConfigError, match="every task is disabled"):
         build_tasks(_cfg(repo, *everything_off))
     with pytest.raises(ConfigError, match="tasks.morphometry.enabled"):
-        DamtModel(_cfg(repo, *CHEAP), 0, 8, 101)  # a cache without morphometry columns
+        MultiTaskObjective(_cfg(repo, *CHEAP), 0, 8, 101)  # a cache without morphometry columns
     with pytest.raises(ConfigError, match="views.local_size_vox"):
-        DamtModel(_cfg(repo, "views.local_crop_vox=28", "views.local_size_vox=32"), 20, 8, 101)
+        MultiTaskObjective(_cfg(repo, "views.local_crop_vox=28", "views.local_size_vox=32"), 20, 8, 101)
 
 
 def _direct_losses(model, views):
@@ -115,7 +114,7 @@ def _direct_losses(model, views):
 def test_task_losses_are_the_seeds_definitions(repo):
     cfg = _cfg(repo)
     torch.manual_seed(0)
-    model = DamtModel(cfg, 20, 8, 101).eval()
+    model = MultiTaskObjective(cfg, 20, 8, 101).eval()
     views = synthetic_views(cfg, 1, 20, 8, 101)
     assert model.passes == ["global", "global_masked", "local", "local_masked"]
     with torch.no_grad():
@@ -142,7 +141,7 @@ def test_rotation_masked_view_option_adds_global_view_2(repo):
     cfg = _cfg(repo, *CHEAP, "tasks.rotation.masked_view=true", "tasks.mim.enabled=false",
                "tasks.contrastive.enabled=false")
     torch.manual_seed(0)
-    model = DamtModel(cfg, 20, 8, 101).eval()
+    model = MultiTaskObjective(cfg, 20, 8, 101).eval()
     assert model.passes == ["global", "global_masked", "local"]
     views = synthetic_views(cfg, 2, 20, 8, 101)
     with torch.no_grad():
@@ -152,7 +151,7 @@ def test_rotation_masked_view_option_adds_global_view_2(repo):
         want = F.cross_entropy(logits, torch.cat([views.rot_global1, views.rot_global2, views.rot_local]))
     assert losses["rotation"].item() == pytest.approx(want.item(), rel=1e-6)
     # by default the masked view's rotation is discarded: without MIM and contrastive, no masked pass
-    off = DamtModel(_cfg(repo, *CHEAP, "tasks.mim.enabled=false", "tasks.contrastive.enabled=false"),
+    off = MultiTaskObjective(_cfg(repo, *CHEAP, "tasks.mim.enabled=false", "tasks.contrastive.enabled=false"),
                     20, 8, 101)
     assert off.passes == ["global", "local"]
 
@@ -162,7 +161,7 @@ def test_atlas_dice_ce_option_is_monais_dice_ce_on_each_view(repo):
 
     cfg = _cfg(repo, "tasks.atlas.loss=dice_ce")
     torch.manual_seed(0)
-    model = DamtModel(cfg, 20, 8, 101).eval()
+    model = MultiTaskObjective(cfg, 20, 8, 101).eval()
     views = synthetic_views(cfg, 1, 20, 8, 101)
     with torch.no_grad():
         losses = model(views)[1]
@@ -173,3 +172,29 @@ def test_atlas_dice_ce_option_is_monais_dice_ce_on_each_view(repo):
     assert losses["atlas"].item() == pytest.approx(want.item(), rel=1e-5)
     with pytest.raises(ConfigError, match="tasks.atlas.loss"):
         _cfg(repo, "tasks.atlas.loss=dice")
+
+
+def test_the_model_package_knows_nothing_of_tasks():
+    """damt.model is the network alone: no module of it imports damt.tasks (the objective imports
+    the model, never the other way round), so no import order can break a cycle."""
+    import ast  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import damt.model  # noqa: PLC0415
+
+    for path in Path(damt.model.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.startswith(("damt.tasks", "damt.views"))], path
+
+
+def test_objective_keeps_the_checkpoint_parameter_names(repo):
+    """Checkpoints written when the network and the objective were one class (DamtModel) resume:
+    the objective registers the same submodules under the same names."""
+    model = MultiTaskObjective(_cfg(repo, *CHEAP, "tasks.weighting=uncertainty"), 20, 8, 101)
+    keys = set(model.state_dict())
+    assert {k.split(".")[0] for k in keys} == {"encoder", "heads", "weighting"}
+    assert "encoder.mask_token" in keys and "weighting.params" in keys
+    assert any(k.startswith("encoder.swinViT.layers1.0.blocks.0.attn.qkv.") for k in keys)
+    assert {k.split(".")[1] for k in keys if k.startswith("heads.")} == {t.name for t in model.tasks}

@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from damt.config import ConfigError, load_config
-from damt.views import (N_ROTATIONS, ROTATIONS, expand_block_mask, location_label, make_views,
-                        resize_local, rotate, unrotate)
-from train.data import block_mask
+from damt.views import (N_ROTATIONS, ROTATIONS, block_mask, draw_sample, expand_block_mask,
+                        location_label, make_views, resize_local, rotate, sample_rng, unrotate)
 
 
 def _vol(b: int, c: int, n: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
@@ -201,45 +200,6 @@ def test_make_views_rejects_a_batch_of_other_sizes(repo):
         load_config(None, ["model.patch_size_vox=4", "views.mim_block_vox=2"])
 
 
-def test_location_label_follows_anatomy_not_array_order():
-    """A synthetic head in FreeSurfer's LIA voxel order, preprocessed to the cache's RAS frame: the
-    default grid (RAS axes 0 and 2) puts a left-superior structure in the left-superior cell and
-    tells it from a left-inferior one, as the original's coronal grid over LIA axes 0 and 1 did."""
-    from damt.io import Volume  # noqa: PLC0415
-    from damt.labels import load_label_table  # noqa: PLC0415
-    from damt.synth import conformed_affine  # noqa: PLC0415
-    from preprocess.subject import preprocess_volumes  # noqa: PLC0415
-
-    cfg = load_config(None, [])
-    n = 120
-    affine = conformed_affine((n, n, n))  # voxel axes: 0 -> Left, 1 -> Inferior, 2 -> Anterior
-    lia = np.indices((n, n, n)).transpose(1, 2, 3, 0)
-    image = np.where(((lia - n / 2) ** 2).sum(-1) < (0.45 * n) ** 2, 60, 0).astype(np.uint8)
-    parc = np.where(image > 0, 2, 0).astype(np.int32)  # white matter everywhere in the head
-    lo, hi = n // 2 - 32, n // 2 + 32                  # left/right and superior/inferior thirds
-    markers = {"left_superior": (17, (hi, lo)), "left_inferior": (53, (hi, hi)),
-               "right_superior": (10, (lo, lo))}       # FreeSurfer id, LIA (axis 0, axis 1) centre
-    for fs_id, (c0, c1) in markers.values():
-        box = (slice(c0 - 4, c0 + 4), slice(c1 - 4, c1 + 4), slice(n // 2 - 4, n // 2 + 4))
-        image[box], parc[box] = 200, fs_id
-    table = load_label_table("damt-v1")
-    out = preprocess_volumes(Volume(image, affine, "t1"), Volume(parc, affine, "parc"),
-                             cfg.preprocess, table.lookup())
-    assert out.info["axcodes"] == "RAS"
-    ras = np.asarray(out.info["affine"])
-    labels, old = {}, {}
-    for name, (fs_id, _) in markers.items():
-        centre = np.argwhere(out.atlas == table.lookup()[fs_id]).mean(axis=0) + 0.5  # voxel i spans [i, i+1)
-        world = ras[:3, :3] @ (centre - 0.5) + ras[:3, 3]
-        assert (world[0] < 0) == name.startswith("left") and (world[2] > 0) == ("superior" in name)
-        labels[name] = location_label(centre, out.atlas.shape, cfg.views.location_grid,
-                                      cfg.views.location_axes)
-        old[name] = location_label(centre, out.atlas.shape, 3, axes=(0, 1))
-    # cells: bin 0..2 from left to right (RAS axis 0) and from inferior to superior (RAS axis 2)
-    assert labels == {"left_superior": 0 * 3 + 2, "left_inferior": 0 * 3 + 0, "right_superior": 2 * 3 + 2}
-    # binning the first two array axes of the RAS cache instead mixes superior and inferior
-    assert old["left_superior"] == old["left_inferior"]
-
 
 def test_location_axes_config_is_checked():
     assert load_config(None, []).views.location_axes == [0, 2]
@@ -248,3 +208,27 @@ def test_location_axes_config_is_checked():
         with pytest.raises(ConfigError, match="views.location_axes") as err:
             load_config(None, [f"views.location_axes={bad}"])
         assert words in str(err.value)
+
+
+def test_draw_sample_is_pure_and_in_range():
+    """Draw, then apply: every random choice of a sample comes from its own generator, so equal
+    (seed, epoch, key) give equal draws and the location follows from the local corner."""
+    cfg = load_config(None, [])
+    v, shape = cfg.views, (140, 150, 136)
+    a = draw_sample(sample_rng(0, 1, 7), shape, cfg)
+    b = draw_sample(sample_rng(0, 1, 7), shape, cfg)
+    assert a.global_start == b.global_start and a.local_start == b.local_start
+    assert a.rotation == b.rotation and np.array_equal(a.mim_global, b.mim_global)
+    c = draw_sample(sample_rng(0, 2, 7), shape, cfg)  # another epoch: other draws
+    assert (c.global_start, c.local_start, c.rotation) != (a.global_start, a.local_start, a.rotation)
+    for key in range(20):
+        d = draw_sample(sample_rng(0, 0, key), shape, cfg)
+        assert all(0 <= s <= n - v.global_crop_vox for s, n in zip(d.global_start, shape))
+        assert all(0 <= s <= n - v.local_crop_vox for s, n in zip(d.local_start, shape))
+        assert all(0 <= r < N_ROTATIONS for r in d.rotation)
+        assert d.mim_global.shape == (v.global_crop_vox // v.mim_block_vox,) * 3
+        assert d.mim_local.shape == (v.local_size_vox // v.mim_block_vox,) * 3
+        centre = [s + v.local_crop_vox / 2 for s in d.local_start]
+        assert d.location == location_label(centre, shape, v.location_grid, v.location_axes)
+    with pytest.raises(ValueError, match="smaller than the global crop"):
+        draw_sample(sample_rng(0, 0, 0), (100, 150, 150), cfg)

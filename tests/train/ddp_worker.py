@@ -31,12 +31,12 @@ def run_rank(rank: int, world: int, port: int, job: dict) -> None:
     torch.set_num_threads(1)  # two ranks share two cores
     import train.loop as loop  # noqa: PLC0415
     from damt.config import load_config  # noqa: PLC0415
-    from damt.model import DamtModel  # noqa: PLC0415
+    from damt.tasks import MultiTaskObjective  # noqa: PLC0415
     from train import dist  # noqa: PLC0415
 
     cfg = load_config(Path(job["repo"]) / "configs" / "tiny.yaml", job["overrides"])
     steps: list[dict] = []
-    real_step, real_forward = loop.train_step, DamtModel.forward
+    real_step, real_forward = loop.train_step, MultiTaskObjective.forward
 
     def forward(self, views):
         total, losses = real_forward(self, views)
@@ -54,7 +54,7 @@ def run_rank(rank: int, world: int, port: int, job: dict) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
         return res
 
-    DamtModel.forward, loop.train_step = forward, step
+    MultiTaskObjective.forward, loop.train_step = forward, step
     try:
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
@@ -73,5 +73,5 @@ def run_rank(rank: int, world: int, port: int, job: dict) -> None:
                     "warnings": [f"{w.category.__name__}: {w.message}" for w in seen]},
                    Path(job["results"]) / f"rank{rank}.pt")
     finally:
-        DamtModel.forward, loop.train_step = real_forward, real_step
+        MultiTaskObjective.forward, loop.train_step = real_forward, real_step
         dist.teardown()

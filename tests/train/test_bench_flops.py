@@ -42,11 +42,11 @@ def test_default_full_model_forward_is_the_methods_compute():
 
 
 def test_component_names():
-    assert component_name("DamtModel.encoder") == "encoder"
-    assert component_name("DamtModel.heads.atlas") == "atlas_decoder"
-    assert component_name("DamtModel.heads.rotation") == "rotation_head"
-    assert component_name("DamtModel") is None
-    assert component_name("DamtModel.encoder.swinViT") is None
+    assert component_name("MultiTaskObjective.encoder") == "encoder"
+    assert component_name("MultiTaskObjective.heads.atlas") == "atlas_decoder"
+    assert component_name("MultiTaskObjective.heads.rotation") == "rotation_head"
+    assert component_name("MultiTaskObjective") is None
+    assert component_name("MultiTaskObjective.encoder.swinViT") is None
 
 
 def test_cli_prints_one_line_per_setting(repo, capsys):

@@ -115,3 +115,20 @@ def test_config_change_on_resume_is_refused_unless_allowed(repo):
     free = load_config(repo / "configs" / "tiny.yaml", ["loader.num_workers=3", "train.out_dir=x"])
     assert check_resume_config(to_dict(free), cfg, allow_change=False) == ["loader.num_workers",
                                                                           "train.out_dir"]
+
+
+def test_resume_rules_follow_the_config_scopes(repo):
+    """Keys of scope io (reports included) pass a resume without the flag; store, cache and run
+    keys are binding; a key the schema does not know (an older checkpoint's) is binding."""
+    from damt.config import to_dict
+    cfg = load_config(repo / "configs" / "tiny.yaml", [])
+    free = load_config(repo / "configs" / "tiny.yaml", ["qc.z_threshold=4.0", "dask.workers=3"])
+    assert check_resume_config(to_dict(free), cfg, allow_change=False) == ["dask.workers",
+                                                                          "qc.z_threshold"]
+    for key in ("preprocess.spacing_mm=1.5", "preprocess.codec=zstd", "train.seed=3"):
+        with pytest.raises(ConfigError, match=key.split("=")[0]):
+            check_resume_config(to_dict(load_config(repo / "configs" / "tiny.yaml", [key])), cfg,
+                                allow_change=False)
+    old = to_dict(cfg) | {"removed_section": {"key": 1}}
+    with pytest.raises(ConfigError, match="removed_section.key"):
+        check_resume_config(old, cfg, allow_change=False)

@@ -171,16 +171,16 @@ def test_resume_with_two_ranks_equals_a_straight_run(runs):
 
 
 def test_unused_parameter_search_only_when_a_task_leaves_one_out(repo):
-    """DamtModel.unreached_parameters (which sets DDP's find_unused_parameters) names exactly the
+    """MultiTaskObjective.unreached_parameters (which sets DDP's find_unused_parameters) names exactly the
     parameters that get no gradient from a backward (the atlas decoder off: a cheap CPU step)."""
     from damt.config import load_config  # noqa: PLC0415
-    from damt.model import DamtModel  # noqa: PLC0415
-    from train.synthetic import synthetic_views  # noqa: PLC0415
+    from damt.tasks import MultiTaskObjective  # noqa: PLC0415
+    from damt.testing import synthetic_views  # noqa: PLC0415
 
     others = ["rotation", "contrastive", "morphometry", "texture", "mim"]
     for sets in (["tasks.weighting=uncertainty"], [f"tasks.{n}.enabled=false" for n in others]):
         cfg = load_config(repo / "configs" / "tiny.yaml", ["tasks.atlas.enabled=false", *sets])
-        model = DamtModel(cfg, 20, 8, 101)
+        model = MultiTaskObjective(cfg, 20, 8, 101)
         total, _ = model(synthetic_views(cfg, 2, 20, 8, 101))
         total.backward()
         assert [n for n, p in model.named_parameters() if p.grad is None] == \

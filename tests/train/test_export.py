@@ -16,16 +16,16 @@ from damt.cli import main
 from damt.config import load_config
 from damt.export import from_load_from_layout, swinunetr_kwargs, verify_swinunetr
 from damt.labels import load_label_table
-from damt.model import DamtModel, MaskedSwinEncoder
-from tiny_run import STEPS, tiny_run
+from damt.model import MaskedSwinEncoder
+from damt.tasks import MultiTaskObjective
 from train.checkpoint import latest_checkpoint, load_checkpoint
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, data_dir, repo):
-    return tiny_run(tmp_path_factory, data_dir, repo)
+def run(tiny_run):
+    return tiny_run  # the session's briefly trained tiny run (tests/train/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,8 @@ def test_ssl_state_dict_rebuilds_the_damt_model(exported, state):
     assert set(sd) == set(state["model"]) and all(torch.equal(sd[k], state["model"][k]) for k in sd)
     cfg = load_config(exported / "config.yaml")
     heads = side["ssl_heads"]
-    model = DamtModel(cfg, heads["n_morphometry"], heads["n_radiomics"], side["labels"]["n_classes"])
+    model = MultiTaskObjective(cfg, heads["n_morphometry"], heads["n_radiomics"],
+                               side["labels"]["n_classes"])
     model.load_state_dict(sd, strict=True)
 
 
@@ -135,7 +136,7 @@ def test_sidecar_has_what_a_downstream_user_needs(exported, run, state):
     side = json.loads((exported / "damt_export.json").read_text())
     cfg, p = run.cfg, run.cfg.preprocess
     assert side["format"] == "damt-export-v1"
-    assert side["checkpoint"]["step"] == STEPS == state["step"]
+    assert side["checkpoint"]["step"] == run.steps == state["step"]
     assert side["checkpoint"]["path"] == str(latest_checkpoint(run.run_dir / "checkpoints").resolve())
     header = (run.run_dir / "config.yaml").read_text().splitlines()[0]
     assert header.endswith(f"hash {side['config_hash']}")
@@ -173,7 +174,7 @@ def test_run_dir_means_latest_complete_checkpoint(run, tmp_path, capsys):
         (partial / "state.pt").write_bytes(b"\x80\x02truncated")
         assert main(["export", str(run.run_dir), str(tmp_path / "a")]) == 0
         side = json.loads((tmp_path / "a" / "damt_export.json").read_text())
-        assert side["checkpoint"]["step"] == STEPS
+        assert side["checkpoint"]["step"] == run.steps
         # the config's data.cache_dir is found without --cache
         assert side["training_cache"]["path"] == str(run.cache.resolve())
         capsys.readouterr()

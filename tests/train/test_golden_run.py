@@ -20,8 +20,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from short_runs import short_runs
-
 GOLDEN = Path(__file__).with_name("golden_run.json")
 STEPS = 10
 OVERRIDES = ["train.epochs=5", "train.log_every_steps=1"]  # 3 subjects at batch 2: 2 steps/epoch
@@ -39,11 +37,11 @@ def _losses(run_dir: Path) -> list[dict[str, float]]:
 
 
 @pytest.mark.slow
-def test_first_ten_tiny_steps_match_the_golden_losses(tmp_path_factory, data_dir, repo, tmp_path):
+def test_first_ten_tiny_steps_match_the_golden_losses(short_cache, repo, tmp_path):
     from damt.config import load_config
     from train.loop import train
 
-    cache = short_runs(tmp_path_factory, data_dir, repo).cache
+    cache = short_cache  # bert, sub-01, sub-02 preprocessed with configs/tiny.yaml (conftest.py)
     cfg = load_config(repo / "configs" / "tiny.yaml", OVERRIDES)
     result = train(cfg, cache=cache, out=tmp_path / "run", max_steps=STEPS, progress=False,
                    device=torch.device("cpu"))

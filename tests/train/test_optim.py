@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from damt.config import OptimConfig, load_config
-from damt.model import DamtModel
+from damt.tasks import MultiTaskObjective
 from train.optim import Schedule, build_optimizer, param_groups
 from train.precision import resolve_precision
 
 
 def test_param_groups_decay_only_weight_matrices(repo):
     cfg = load_config(repo / "configs" / "tiny.yaml", ["tasks.weighting=uncertainty"])
-    model = DamtModel(cfg, 20, 8, 101)
+    model = MultiTaskObjective(cfg, 20, 8, 101)
     decay, no_decay = param_groups(model)
     names = {id(p): n for n, p in model.named_parameters()}
     undecayed = {names[id(p)] for p in no_decay["params"]}

@@ -21,7 +21,6 @@ from damt.cli import main
 from damt.model import MaskedSwinEncoder
 from damt.probe import ProbeError
 from damt.cache import ok_subjects
-from tiny_run import tiny_run
 from train.embed import build_encoder, embed, read_embeddings
 from train.loop import Trainer
 from train.probe import resolve_task
@@ -31,8 +30,8 @@ TARGET = "aseg.Left-Hippocampus.Volume_mm3"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, data_dir, repo):
-    return tiny_run(tmp_path_factory, data_dir, repo)
+def run(tiny_run):
+    return tiny_run  # the session's briefly trained tiny run (tests/train/conftest.py)
 
 
 def _stats(run, sid: str) -> str:

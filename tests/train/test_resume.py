@@ -9,12 +9,11 @@ import torch
 
 from damt.config import ConfigError, load_config
 from train.loop import Trainer
-from short_runs import short_runs
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, data_dir, repo):
-    return short_runs(tmp_path_factory, data_dir, repo)
+def runs(short_runs):
+    return short_runs  # the session's runs A and B (tests/train/conftest.py)
 
 
 def _equal_states(a, b) -> list[str]:
@@ -77,7 +76,7 @@ def test_config_change_on_resume_is_refused(runs, repo):
 def test_resume_loads_the_model_strictly(repo):
     """Defect 6 of the original: resume with strict=False, so a renamed or foreign key left part of
     the model at its initialisation without a word. Here every key must match."""
-    from damt.model import DamtModel  # noqa: PLC0415
+    from damt.tasks import MultiTaskObjective  # noqa: PLC0415
     from train.data import ShardedSampler  # noqa: PLC0415
     from train.optim import Schedule, build_optimizer  # noqa: PLC0415
     from train.precision import resolve_precision  # noqa: PLC0415
@@ -87,7 +86,7 @@ def test_resume_loads_the_model_strictly(repo):
 
     def parts(seed: int) -> dict:
         torch.manual_seed(seed)
-        model = DamtModel(cfg, 20, 8, 101)
+        model = MultiTaskObjective(cfg, 20, 8, 101)
         return dict(model=model, optimizer=build_optimizer(model, cfg.optim),
                     precision=resolve_precision("fp32", torch.device("cpu")),
                     schedule=Schedule.build(cfg.optim, 3, 2, 2), sampler=ShardedSampler(6, 0, 1, seed=0))

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from damt.config import load_config
-from damt.model import DamtModel
+from damt.tasks import MultiTaskObjective
+from damt.testing import synthetic_views
 from train.optim import Schedule, build_optimizer
 from train.precision import resolve_precision
 from train.step import step_is_finite, train_step
-from train.synthetic import synthetic_views
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def built(repo):
     """One cheap tiny model for the module (the atlas decoder left out: it dominates a CPU step)."""
     cfg = load_config(repo / "configs" / "tiny.yaml", ["tasks.atlas.enabled=false"])
     torch.manual_seed(0)
-    return cfg, DamtModel(cfg, 20, 8, 101)
+    return cfg, MultiTaskObjective(cfg, 20, 8, 101)
 
 
 def _setup(built, precision="fp32"):

@@ -13,9 +13,8 @@ import torch
 
 from damt.config import load_config
 from damt.labels import load_label_table
-from damt.model import DamtModel
+from damt.tasks import MultiTaskObjective
 from damt.views import make_views
-from short_runs import STEPS, short_runs
 from train.checkpoint import complete_checkpoints
 from train.data import CacheDataset, ShardedSampler, build_loader
 
@@ -23,8 +22,8 @@ TASKS = ("rotation", "location", "contrastive", "atlas", "morphometry", "texture
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, data_dir, repo):
-    return short_runs(tmp_path_factory, data_dir, repo)
+def runs(short_runs):
+    return short_runs  # the session's runs A and B (tests/train/conftest.py)
 
 
 def _metrics(run_dir):
@@ -33,9 +32,9 @@ def _metrics(run_dir):
 
 @pytest.mark.slow
 def test_losses_fall_over_the_run(runs):
-    assert runs.final.stopped_by == "completed" and runs.final.step == STEPS
+    assert runs.final.stopped_by == "completed" and runs.final.step == runs.steps
     lines = _metrics(runs.run_a)
-    assert [r["step"] for r in lines] == list(range(1, STEPS + 1))
+    assert [r["step"] for r in lines] == list(range(1, runs.steps + 1))
     first, last = lines[:6], lines[-6:]  # three epochs each: every subject three times
 
     def mean(rows, key):
@@ -57,7 +56,7 @@ def test_run_directory_and_metrics_keys(runs):
     saved = load_config(run / "config.yaml")  # the resolved config the run was given
     assert saved.train.epochs == 15 and saved.model.drop_path_rate == 0.1
     steps = [s for s, _, _ in complete_checkpoints(run / "checkpoints")]
-    assert steps == [STEPS]  # only the latest (keep_every_epochs 20 > 15 epochs)
+    assert steps == [runs.steps]  # only the latest (keep_every_epochs 20 > 15 epochs)
     for record in _metrics(run):
         assert {"step", "epoch", "loss", "lr", "wd", "grad_norm", "skipped_steps", "samples_per_s",
                 "data_wait_frac"} <= record.keys()
@@ -75,7 +74,7 @@ def test_regression_losses_start_on_the_scale_of_one(runs, repo):
     ds = CacheDataset(runs.cache, cfg)
     loader = build_loader(ds, ShardedSampler(len(ds), 0, 1, seed=0), cfg, 2)
     torch.manual_seed(cfg.train.seed)
-    model = DamtModel(cfg, ds.targets.size("morphometry"), ds.targets.size("radiomics"),
+    model = MultiTaskObjective(cfg, ds.targets.size("morphometry"), ds.targets.size("radiomics"),
                       load_label_table(cfg.labels.table).n_classes)
     seen = []
     with torch.no_grad():

@@ -1,5 +1,8 @@
-"""Random views with the shapes and dtypes of :func:`damt.views.make_views`, for benchmarks and
-unit tests of the model and the step that must not depend on a cache."""
+"""Helpers for tests and benchmarks that must not depend on a cache (part of the library, so that
+library tests and the benchmarks of both stages import only ``damt``).
+
+:func:`synthetic_views`: random views with the shapes and dtypes of :func:`damt.views.make_views`.
+"""
 
 from __future__ import annotations
 
