@@ -144,9 +144,6 @@ def test_stages_meet_only_through_the_library():
     assert boundary_violations() == []
 
 
-@pytest.mark.xfail(strict=True, reason="damt.model imports damt.tasks and damt.tasks.pretext imports "
-                   "damt.model.heads; issue 14 point 2 (branch i14b: the objective apart from the model) "
-                   "removes the cycle. Strict: remove this mark when that lands")
 def test_model_and_tasks_import_no_cycle():
     graph = package_graph(REPO)
     assert not (reaches(graph, "damt.model", "damt.tasks") and reaches(graph, "damt.tasks", "damt.model")), (
