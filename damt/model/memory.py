@@ -16,13 +16,17 @@ and the configured checkpointing. Counted, in bytes:
   :data:`TRANSIENT_LARGEST` times the largest saved tensor (the gradient being produced and the
   one being consumed). The factor is calibrated against measured CPU peak RSS (docs/training.md).
 
-``target="cuda"`` evaluates ``F.scaled_dot_product_attention`` as the memory-efficient kernel that
-CUDA runs for an attention bias with gradients (it keeps the output and the log-sum-exp, not the
-score matrices); ``target="cpu"`` keeps the CPU's own choice (the math path, which keeps them).
+Autocast does not exist on the meta device, so the fake tensors are CPU tensors under CPU
+autocast. ``target="cuda"`` applies what CUDA does differently (:class:`_CudaRules`): attention
+as the memory-efficient kernel that CUDA runs for an attention bias with gradients (it keeps the
+output and the log-sum-exp, not the score matrices), and the norms and softmaxes that CUDA
+autocast runs in float32. ``target="cpu"`` keeps the CPU's own choices (the math attention path,
+which keeps the score matrices).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -72,13 +76,29 @@ class MemoryPrediction:
                 "transient_gib": self.transient_bytes / GIB}
 
 
-class _EfficientAttention(TorchFunctionMode):
-    """Evaluates ``F.scaled_dot_product_attention`` as CUDA's memory-efficient kernel (what CUDA
-    picks for a float bias that needs gradients), including the copy of the bias that CUDA pads
-    to a multiple of 16 columns. For fake tensors only: it changes what is kept, not the maths."""
+#: functions CUDA autocast runs in float32 that CPU autocast leaves in the input's dtype (the
+#: normalisations and softmaxes of the model; the losses are float32 under both)
+_CUDA_FP32 = {F.layer_norm, F.group_norm, F.softmax, F.log_softmax, F.normalize, torch.softmax,
+              torch.log_softmax, torch.Tensor.softmax, torch.Tensor.log_softmax}
+
+
+def _to_fp32(x: Any) -> Any:
+    if isinstance(x, torch.Tensor) and x.dtype in (torch.bfloat16, torch.float16):
+        return x.float()
+    return x
+
+
+class _CudaRules(TorchFunctionMode):
+    """What CUDA does differently from the CPU, for fake CPU tensors: ``F.scaled_dot_product_attention``
+    is evaluated as CUDA's memory-efficient kernel (what CUDA picks for a float bias that needs
+    gradients), with the copy of the bias that CUDA pads to a multiple of 16 columns; under
+    autocast, :data:`_CUDA_FP32` run in float32 as CUDA's autocast lists say. It changes what is
+    kept, not the maths."""
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: Any = None):
         kwargs = kwargs or {}
+        if func in _CUDA_FP32 and torch.is_autocast_enabled("cpu"):
+            return func(*[_to_fp32(a) for a in args], **{k: _to_fp32(v) for k, v in kwargs.items()})
         if func is not F.scaled_dot_product_attention:
             return func(*args, **kwargs)
         q, k, v = args[:3]
@@ -167,23 +187,15 @@ def _fake_pass(model: nn.Module, views: Any, precision: str, target: str) -> _Co
         hooks += [block.register_forward_pre_hook(enter), block.register_forward_hook(leave)]
     autocast = torch.autocast("cpu", dtype=_AUTOCAST.get(precision, torch.float32),
                               enabled=precision in _AUTOCAST)
-    attention = _EfficientAttention() if target == "cuda" else _NullMode()
+    cuda_rules = _CudaRules() if target == "cuda" else contextlib.nullcontext()
     try:
-        with mode, attention, autocast, torch.autograd.graph.saved_tensors_hooks(counter.pack,
+        with mode, cuda_rules, autocast, torch.autograd.graph.saved_tensors_hooks(counter.pack,
                                                                                   lambda t: t):
             torch.func.functional_call(model, {**params, **buffers}, (inputs,))
     finally:
         for h in hooks:
             h.remove()
     return counter
-
-
-class _NullMode:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def predict_step_memory(model: nn.Module, views: Any, setting: str, precision: str = "fp32",
