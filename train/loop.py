@@ -189,7 +189,7 @@ class Trainer:
         self.logger = MetricsLogger(self.run_dir, self.step, to_dict(cfg),
                                     wandb=cfg.train.wandb, wandb_project=cfg.train.wandb_project)
         ck = self.checkpointing
-        print(f"damt train: {ck['message']}")
+        print(f"damt train: {ck['message']}", file=sys.stdout if ck["fits"] else sys.stderr)
         self.logger.event({"event": "grad_checkpointing", "step": self.step,
                            **{k: ck[k] for k in ("setting", "requested", "budget_gib", "fits",
                                                  "predicted_gib", "batch")}})

@@ -118,7 +118,7 @@ class _Counter:
     address is reused); optionally attributed to the checkpointable block running."""
 
     def __init__(self) -> None:
-        self.storages: dict[int, tuple[Any, int]] = {}
+        self.storages: dict[Any, tuple[Any, int]] = {}
         self.largest = 0
         self.block: str | None = None
         self.per_block: dict[str, int] = {}
@@ -179,7 +179,7 @@ def _fake_pass(model: nn.Module, views: Any, precision: str, target: str) -> _Co
             if mod.use_checkpoint:  # the checkpoint holds part1's input and part2's (same size)
                 x = args[0]
                 counter.add(x)
-                counter.storages[("part2", name)] = (None, x.numel() * x.element_size())
+                counter.storages[("part2", counter.block)] = (None, x.numel() * x.element_size())
 
         def leave(mod: nn.Module, args: tuple, out: Any) -> None:
             counter.block = None

@@ -28,7 +28,7 @@ def test_gpu_check_script_cpu_path_writes_the_report(repo, tmp_path):
     predicted = {r["setting"]: r for r in report["memory_prediction"]["results"]}
     assert list(predicted) == ["none", "layers3", "all"]
     measured = {r["setting"]: r for r in report["memory_measured"]["results"]}
-    assert list(measured) == ["none", "all"]
+    assert list(measured) == ["none"]
     for r in measured.values():
         assert r["measured_gib"] > 0 and r["predicted_gib"] > 0 and r["error_pct"] is not None
     train = report["train"]
