@@ -20,7 +20,9 @@ from train.checkpoint import capture_rng, restore_rng
 RESUME_FREE_KEYS = ("data.", "dask.", "loader.num_workers", "loader.prefetch_factor",
                     "loader.pin_memory", "loader.reader", "train.out_dir", "train.log_every_steps",
                     "train.checkpoint_every_epochs", "train.keep_every_epochs",
-                    "train.max_consecutive_skips", "train.wandb", "train.wandb_project")
+                    "train.max_consecutive_skips", "train.wandb", "train.wandb_project",
+                    # recomputation gives the same activations: a memory/speed choice per device
+                    "train.grad_checkpointing", "train.memory_budget_gib")
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

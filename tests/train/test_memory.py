@@ -171,3 +171,19 @@ def test_prediction_matches_cpu_peak_rss(tiny):
     pred = ConfigPredictor(tiny, 2, target="cpu", precision="fp32").predict("none").total_gib
     got = measure_cpu_peak_subprocess(tiny, "none", 2)["measured_gib"]
     assert abs(pred - got) <= 0.2 * got, (pred, got)
+
+
+def test_checkpoints_from_before_issue_15_still_load():
+    """Their config says grad_checkpointing: true/false; export/embed/probe build it, resume
+    compares it (a free key: recomputation does not change the numbers)."""
+    from damt.config import to_dict  # noqa: PLC0415
+    from damt.config.validate import build  # noqa: PLC0415
+    from train.export_cli import legacy_config  # noqa: PLC0415
+    from train.state import check_resume_config  # noqa: PLC0415
+
+    old = to_dict(DamtConfig())
+    for flag, want in ((True, "all"), (False, "none")):
+        old["train"]["grad_checkpointing"] = flag
+        assert build(DamtConfig, legacy_config(old)).train.grad_checkpointing == want
+        assert check_resume_config(old, DamtConfig(), allow_change=False) == [
+            "train.grad_checkpointing"]
