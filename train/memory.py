@@ -111,7 +111,8 @@ def bench_memory(cfg: DamtConfig, batch: int = 2, names: tuple[str, ...] = ORDER
                  target: str = "cuda", budgets_gib: tuple[float, ...] = (24, 40, 80, 141)
                  ) -> Iterator[dict[str, Any]]:
     """One JSON-able line per setting: the prediction for ``target`` and, per card size, whether
-    it fits with the margin."""
+    it fits with the margin; with ``train.memory_budget_gib`` set, a last line with the setting
+    that ``grad_checkpointing: auto`` picks for that budget."""
     bad = [n for n in names if n not in ORDER]
     if bad:
         raise ValueError(f"unknown checkpointing setting(s) {bad}; known: {', '.join(ORDER)}")
@@ -124,6 +125,11 @@ def bench_memory(cfg: DamtConfig, batch: int = 2, names: tuple[str, ...] = ORDER
                "fits_gib": {str(b): fits(pred.total_gib, b) for b in budgets_gib},
                "seconds": time.perf_counter() - start}
         start = time.perf_counter()
+    budget = cfg.train.memory_budget_gib
+    if budget is not None:  # what grad_checkpointing: auto would pick with this budget
+        setting, ok, predicted = choose_checkpointing(predictor.gib, budget)
+        yield {"bench": "memory", "auto": setting, "fits": ok, "budget_gib": budget,
+               "margin_gib": MARGIN_GIB, "batch": batch, "predicted_gib": predicted[setting]}
 
 
 def _rss_gib() -> float:

@@ -162,6 +162,12 @@ def test_bench_memory_cli_prints_one_line_per_setting(capsys):
         assert r["predicted_gib"] == pytest.approx(r["state_gib"] + r["saved_gib"] + r["transient_gib"])
         assert set(r["fits_gib"]) == {"24", "40", "80", "141"}
     assert main(["bench", "memory", "--tiny", "--settings", "layers2"]) == 2
+    capsys.readouterr()
+    assert main(["bench", "memory", "--tiny", "--target", "cpu", "--settings", "none",
+                 "--set", "train.memory_budget_gib=3.35"]) == 0
+    *_, auto = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    # tiny on a CPU: none 1.45 GiB and layers3 1.44 > 3.35 - 2; all 1.29 fits
+    assert (auto["auto"], auto["fits"], auto["budget_gib"]) == ("all", True, 3.35)
 
 
 @pytest.mark.slow
