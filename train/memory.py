@@ -15,6 +15,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Iterator
 
@@ -189,8 +190,6 @@ def measure_cpu_peak_subprocess(cfg: DamtConfig, setting: str, batch: int,
             "cfg=load_config(sys.argv[1], []); "
             "print(json.dumps(measure_step_peak(cfg, sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), "
             "torch.device('cpu'))))")
-    import tempfile  # noqa: PLC0415
-
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "config.yaml")
         with open(path, "w") as f:
