@@ -8,8 +8,9 @@ its own benchmark, ``damt bench loader``), each from a freshly built model:
   gradient checkpointing of every Swin block, MONAI's attention path (a materialised float32
   score matrix per window) and NCDHW convolutions.
 * ``default``: this project's defaults (the config as given). bf16 autocast where the GPU has it,
-  window attention through ``scaled_dot_product_attention`` also in training, no checkpointing
-  (``--compile`` adds torch.compile).
+  window attention through ``scaled_dot_product_attention`` also in training,
+  (``--compile`` adds torch.compile), gradient checkpointing as ``train.grad_checkpointing``
+  (``auto``: chosen for the device as ``damt train`` chooses it).
 * ``swinunetr_decoder`` (only when asked for with ``--settings``): the default setting with MONAI
   SwinUNETR's full atlas decoder and channels-last decoder activations, i.e. this project's
   default before the atlas decoder became the original's ConvDecoder: the "before" side of that
@@ -37,6 +38,7 @@ from damt.config import DamtConfig
 from damt.labels import load_label_table
 from damt.tasks import MultiTaskObjective
 from damt.testing import synthetic_views
+from train.memory import resolve_checkpointing
 from train.optim import Schedule, build_optimizer
 from train.precision import Precision, resolve_precision
 from train.step import train_step
@@ -77,7 +79,7 @@ def settings(cfg: DamtConfig, compile_model: bool = False,
             cfg, train=dataclasses.replace(cfg.train, compile=compile_model)),
         "original": lambda: dataclasses.replace(
             cfg, model=dataclasses.replace(cfg.model, sdpa_attention=False, channels_last=False),
-            train=dataclasses.replace(cfg.train, precision="fp16", grad_checkpointing=True,
+            train=dataclasses.replace(cfg.train, precision="fp16", grad_checkpointing="all",
                                       compile=False)),
         "swinunetr_decoder": lambda: dataclasses.replace(
             cfg, model=dataclasses.replace(cfg.model, atlas_decoder="swinunetr", channels_last=True),
@@ -101,8 +103,10 @@ def _measure(name: str, cfg: DamtConfig, batch: int, steps: int, warmup: int,
              device: torch.device, n_classes: int, flops: float | None) -> tuple[dict[str, Any], float]:
     """Time ``steps`` steps after ``warmup``; returns the result line and the FLOPs per step
     (``flops`` when given: the count of a setting with the same model)."""
+    # train.grad_checkpointing: auto resolves as `damt train` would on this device
+    ckpt = resolve_checkpointing(cfg, device, SEED_MORPHOMETRY, SEED_RADIOMICS)["setting"]
     torch.manual_seed(0)
-    model = MultiTaskObjective(cfg, SEED_MORPHOMETRY, SEED_RADIOMICS, n_classes).to(device)
+    model = MultiTaskObjective(cfg, SEED_MORPHOMETRY, SEED_RADIOMICS, n_classes, checkpointing=ckpt).to(device)
     forward = torch.compile(model) if cfg.train.compile else model
     optimizer = build_optimizer(model, cfg.optim)
     schedule = Schedule.build(cfg.optim, steps_per_epoch=100, epochs=10, global_batch=batch)
@@ -135,7 +139,7 @@ def _measure(name: str, cfg: DamtConfig, batch: int, steps: int, warmup: int,
     else:  # the process's high-water mark so far (both settings run in one process)
         memory = {"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
     return {"bench": "step", "setting": name, "device": _device_name(device), "batch": batch,
-            "precision": precision.name, "grad_checkpointing": cfg.train.grad_checkpointing,
+            "precision": precision.name, "grad_checkpointing": ckpt,
             "atlas_decoder": cfg.model.atlas_decoder,
             "sdpa_attention": cfg.model.sdpa_attention, "channels_last": cfg.model.channels_last,
             "compile": cfg.train.compile, "steps": steps, "s_per_step": per_step,

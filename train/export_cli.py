@@ -72,8 +72,18 @@ def load_run_checkpoint(path: Path | str) -> LoadedCheckpoint:
         raise CheckpointNotFound(f"{folder}: not a DAMT training checkpoint (no model or config)")
     # the checkpoint's own resolved config, never the current pipeline.yaml: the weights were
     # trained with these sizes and this preprocessing
-    cfg = build(DamtConfig, state["config"])
+    cfg = build(DamtConfig, legacy_config(state["config"]))
     return LoadedCheckpoint(folder=folder, state=state, cfg=cfg, marker=read_marker(folder) or {})
+
+
+def legacy_config(config: dict) -> dict:
+    """A checkpoint's config dict with the values of older versions in today's form: before
+    issue 15 ``train.grad_checkpointing`` was a bool (true = every block, today's ``all``)."""
+    train = config.get("train", {})
+    if isinstance(train.get("grad_checkpointing"), bool):
+        train = {**train, "grad_checkpointing": "all" if train["grad_checkpointing"] else "none"}
+        config = {**config, "train": train}
+    return config
 
 
 def _atomic_save(obj: Any, path: Path) -> None:

@@ -35,6 +35,7 @@ from damt.errors import NonFiniteStateError
 from train.checkpoint import clean_partial, latest_checkpoint, load_checkpoint, nonfinite_values, save_checkpoint
 from train.data import CacheDataset, ShardedSampler, build_loader, to_device
 from train.logging import Interval, MetricsLogger, NullLogger
+from train.memory import resolve_checkpointing
 from train.optim import Schedule, build_optimizer
 from train.precision import resolve_precision
 from train.state import make_state, restore_state
@@ -156,10 +157,15 @@ class Trainer:
         self.loader.generator = torch.Generator().manual_seed(cfg.train.seed)
         self.steps_per_epoch = len(self.loader)  # the same in every epoch (the last batch is kept)
         t = self.dataset.targets
+        # train.grad_checkpointing: auto needs the device: the fastest setting whose predicted
+        # peak fits it (train/memory.py); every rank computes the same choice
+        self.checkpointing = resolve_checkpointing(cfg, self.device, t.size("morphometry"),
+                                                   t.size("radiomics"))
         # the objective (encoder + heads + tasks + weighting) is what is optimised, checkpointed
         # (its state dict) and wrapped in DDP; it keeps the name `model` of the trainer's state
         self.model = MultiTaskObjective(cfg, t.size("morphometry"), t.size("radiomics"),
-                               load_label_table(cfg.labels.table).n_classes).to(self.device)
+                                        load_label_table(cfg.labels.table).n_classes,
+                                        checkpointing=self.checkpointing["setting"]).to(self.device)
         self.forward = self._wrap(self.model)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         # the linear scaling rule sees the global batch; every rank has the same number of steps
@@ -183,6 +189,11 @@ class Trainer:
         # records after this step (from a run killed after its last checkpoint) are dropped
         self.logger = MetricsLogger(self.run_dir, self.step, to_dict(cfg),
                                     wandb=cfg.train.wandb, wandb_project=cfg.train.wandb_project)
+        ck = self.checkpointing
+        print(f"damt train: {ck['message']}", file=sys.stdout if ck["fits"] else sys.stderr)
+        self.logger.event({"event": "grad_checkpointing", "step": self.step,
+                           **{k: ck[k] for k in ("setting", "requested", "budget_gib", "fits",
+                                                 "predicted_gib", "batch")}})
         note = contrastive_note(cfg, len(self.dataset), len(self.sampler), self.dist.world_size)
         if note:  # once, at the start: the loss would otherwise log 0.0 without a word
             print(f"damt train: note: {note}")

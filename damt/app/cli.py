@@ -172,13 +172,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                        workers=[int(w) for w in args.workers.split(",")], chain=monai_chain):
             print(json.dumps(result), flush=True)
         return 0
+    if args.what == "memory":
+        from damt.model.memory import ORDER  # noqa: PLC0415
+
+        if args.tiny:
+            with tiny_config() as tiny:
+                cfg = load_config(args.config or tiny, args.overrides)
+        names = tuple(n.strip() for n in (args.settings or ",".join(ORDER)).split(",") if n.strip())
+        bad = [n for n in names if n not in ORDER]
+        if bad:
+            raise ConfigError("--settings", f"unknown setting(s) {bad}; known: {', '.join(ORDER)}")
+        if args.measure:
+            from train.memory import calibrate  # noqa: PLC0415
+
+            results = calibrate(cfg, batch=args.batch, names=names)
+        else:
+            from train.memory import bench_memory  # noqa: PLC0415
+
+            results = bench_memory(cfg, batch=args.batch, names=names, target=args.target)
+        for result in results:
+            print(json.dumps(result), flush=True)
+        return 0
     if args.what in ("step", "flops"):
         from train.bench_step import SETTINGS  # noqa: PLC0415
 
         if args.tiny:  # the tiny model (a CPU can run it) unless CONFIG is given, with the --set overrides
             with tiny_config() as tiny:
                 cfg = load_config(args.config or tiny, args.overrides)
-        names = tuple(n.strip() for n in args.settings.split(",") if n.strip())
+        names = tuple(n.strip() for n in (args.settings or "default,original").split(",") if n.strip())
         bad = [n for n in names if n not in SETTINGS]
         if bad:
             raise ConfigError("--settings", f"unknown setting(s) {bad}; known: {', '.join(SETTINGS)}")
@@ -331,9 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="benchmarks; prints one JSON line per result")
-    p.add_argument("what", choices=["preprocess", "loader", "step", "flops"],
+    p.add_argument("what", choices=["preprocess", "loader", "step", "flops", "memory"],
                    help="what to measure (flops: forward FLOPs per component, counted on the meta "
-                        "device without running)")
+                        "device without running; memory: predicted peak GiB of one training step "
+                        "per gradient checkpointing setting, without a GPU)")
     _config_args(p)
     p.add_argument("--input", action="append", metavar="[NAME=]DIR", help="cohort roots to measure on")
     p.add_argument("--subjects", type=int, default=4, help="subjects measured (default 4)")
@@ -342,14 +364,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", action="append", metavar="DIR",
                    help="loader: cache to read (default data.cache_dir); repeat to compare store layouts")
     p.add_argument("--tiny", action="store_true",
-                   help="step, flops: the tiny model of configs/tiny.yaml (shipped with damt) instead of "
-                        "CONFIG's (for a CPU)")
+                   help="step, flops, memory: the tiny model of configs/tiny.yaml (shipped with damt) "
+                        "instead of CONFIG's (for a CPU)")
     p.add_argument("--steps", type=int, default=10, help="step: timed steps per setting (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="step: untimed steps first (default 3)")
-    p.add_argument("--batch", type=int, default=2, help="step, flops: samples per step (default 2)")
-    p.add_argument("--settings", default="default,original", metavar="NAME,...",
+    p.add_argument("--batch", type=int, default=2, help="step, flops, memory: samples per step (default 2)")
+    p.add_argument("--settings", default=None, metavar="NAME,...",
                    help="step, flops: settings compared (default, original, swinunetr_decoder; "
-                        "default: default,original)")
+                        "default: default,original); memory: checkpointing settings (default: "
+                        "none,layers3,all)")
+    p.add_argument("--target", choices=["cuda", "cpu"], default="cuda",
+                   help="memory: the device predicted for (default cuda: bf16 with train.precision "
+                        "auto, fused attention)")
+    p.add_argument("--measure", action="store_true",
+                   help="memory: also run two real steps per setting on this machine (GPU, or a "
+                        "fresh fp32 CPU process each) and print measured against predicted")
     p.add_argument("--compile", action="store_true", help="step: torch.compile the default setting")
     p.set_defaults(func=cmd_bench)
 

@@ -267,7 +267,14 @@ class TrainConfig:
     seed: int = setting(0, "seed of every random draw (samples, init)", lo=0, hi=2 ** 32 - 1, scope="run")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = setting(
         "auto", "auto = bf16 autocast where supported, fp32 on CPU; fp16 uses a GradScaler", scope="run")
-    grad_checkpointing: bool = setting(False, "recompute activations in the backward pass", scope="run")
+    # recomputation gives the same activations: a memory/speed choice per device, free on resume
+    grad_checkpointing: Literal["auto", "none", "layers3", "all"] = setting(
+        "auto", "recompute Swin activations in the backward pass: none, the deep stage only "
+                "(layers3, 18 of the seed's 24 blocks), all stages, or auto = the fastest that the "
+                "predicted peak memory fits (docs/training.md)", scope="io")
+    memory_budget_gib: Optional[float] = setting(
+        None, "device memory that grad_checkpointing: auto fits into (a margin of 2 GiB is kept); "
+              "null = the GPU's total memory (on a CPU: no checkpointing)", unit="GiB", lo=1.0, scope="io")
     checkpoint_every_epochs: int = setting(1, "latest checkpoint refresh", unit="epochs", lo=1, scope="io")
     keep_every_epochs: int = setting(20, "also keep a copy every N epochs", unit="epochs", lo=1, scope="io")
     max_consecutive_skips: int = setting(10, "non-finite steps in a row that stop the run", lo=1, scope="io")

@@ -9,6 +9,10 @@ MONAI's own forward exactly.
 The SwinTransformer is held as ``self.swinViT``, the attribute name of MONAI's SwinUNETR, so the
 encoder's state-dict keys (``swinViT.patch_embed.proj.weight``, ``swinViT.layers1.0...``) load into
 a SwinUNETR unchanged.
+
+Gradient checkpointing is chosen per stage (:data:`CHECKPOINT_STAGES`) and switched with MONAI's
+own per-block flag (``SwinTransformerBlock.use_checkpoint``: ``torch.utils.checkpoint`` with
+``use_reentrant=False`` around the attention and the MLP half of each block).
 """
 
 from __future__ import annotations
@@ -68,6 +72,11 @@ def use_sdpa_attention(module: nn.Module) -> int:
     return n
 
 
+#: ``train.grad_checkpointing`` settings -> the Swin stages (1..4) whose blocks recompute their
+#: activations in the backward pass. The seed's depths (2, 2, 18, 2) put 18 of 24 blocks in stage 3.
+CHECKPOINT_STAGES: dict[str, tuple[int, ...]] = {"none": (), "layers3": (3,), "all": (1, 2, 3, 4)}
+
+
 class MaskedSwinEncoder(nn.Module):
     """MONAI SwinTransformer (1 input channel) with a learnable mask token for masked encoding.
 
@@ -76,13 +85,13 @@ class MaskedSwinEncoder(nn.Module):
     [B, 48, 64³], [B, 96, 32³], [B, 192, 16³], [B, 384, 8³], [B, 768, 4³].
     """
 
-    def __init__(self, cfg: ModelConfig, grad_checkpointing: bool = False):
+    def __init__(self, cfg: ModelConfig, grad_checkpointing: str = "none"):
         super().__init__()
         self.swinViT = SwinTransformer(
             in_chans=1, embed_dim=cfg.embed_dim, window_size=(cfg.window_size_vox,) * 3,
             patch_size=(cfg.patch_size_vox,) * 3, depths=list(cfg.depths),
             num_heads=list(cfg.num_heads), mlp_ratio=cfg.mlp_ratio, qkv_bias=True,
-            drop_path_rate=cfg.drop_path_rate, use_checkpoint=grad_checkpointing, spatial_dims=3,
+            drop_path_rate=cfg.drop_path_rate, use_checkpoint=False, spatial_dims=3,
             downsample="merging", use_v2=False)
         if cfg.sdpa_attention:
             use_sdpa_attention(self.swinViT)
@@ -92,6 +101,25 @@ class MaskedSwinEncoder(nn.Module):
         nn.init.trunc_normal_(self.mask_token, std=0.02)
         self.patch_size = cfg.patch_size_vox
         self.out_channels = [cfg.embed_dim * 2 ** i for i in range(4)] + [cfg.embed_dim * 16]
+        self.checkpointing = "none"
+        self.set_checkpointing(grad_checkpointing)
+
+    def stages(self) -> list[nn.Module]:
+        """MONAI's four BasicLayers (layers1..layers4), shallow to deep."""
+        s = self.swinViT
+        return [s.layers1[0], s.layers2[0], s.layers3[0], s.layers4[0]]
+
+    def set_checkpointing(self, setting: str) -> None:
+        """Checkpoint the blocks of the stages of ``setting`` (a key of :data:`CHECKPOINT_STAGES`)
+        and no others. Changes no parameter; can be switched between steps."""
+        if setting not in CHECKPOINT_STAGES:
+            raise ValueError(f"unknown checkpointing setting {setting!r}; known: "
+                             f"{', '.join(CHECKPOINT_STAGES)}")
+        chosen = CHECKPOINT_STAGES[setting]
+        for i, stage in enumerate(self.stages(), start=1):
+            for block in stage.blocks:
+                block.use_checkpoint = i in chosen
+        self.checkpointing = setting
 
     def forward(self, x: Tensor, patch_mask: Tensor | None = None) -> list[Tensor]:
         """x: [B, 1, D, H, W]; patch_mask: bool [B, D/p, H/p, W/p], True = replaced by the token."""

@@ -31,10 +31,16 @@ class MultiTaskObjective(nn.Module):
     ``weighting.params``. ``tasks`` (a plain list, no parameters) holds the enabled tasks.
     """
 
-    def __init__(self, cfg: DamtConfig, n_morphometry: int, n_radiomics: int, n_classes: int):
+    def __init__(self, cfg: DamtConfig, n_morphometry: int, n_radiomics: int, n_classes: int,
+                 checkpointing: str | None = None):
+        """``checkpointing``: none, layers3 or all (default: ``train.grad_checkpointing``; its
+        ``auto`` needs the training device and is resolved by the trainer
+        (:func:`damt.memory.choose_checkpointing`); an objective built without that, e.g. for
+        export or embedding, does not checkpoint)."""
         super().__init__()
         m = cfg.model
-        self.encoder = MaskedSwinEncoder(m, grad_checkpointing=cfg.train.grad_checkpointing)
+        setting = checkpointing or cfg.train.grad_checkpointing
+        self.encoder = MaskedSwinEncoder(m, grad_checkpointing="none" if setting == "auto" else setting)
         stride = m.patch_size_vox * 2 ** len(m.depths)
         self.dims = ModelDims(hidden_channels=tuple(self.encoder.out_channels), embed_dim=m.embed_dim,
                               stride=stride, global_grid=cfg.views.global_crop_vox // stride,

@@ -79,7 +79,7 @@ def test_bench_settings_original_is_the_methods_model_in_the_seeds_setting():
     assert list(got) == ["default", "original", "swinunetr_decoder"]
     orig = got["original"]
     assert orig.model.atlas_decoder == "convdecoder" and orig.tasks == cfg.tasks  # model and objective
-    assert (orig.train.precision, orig.train.grad_checkpointing) == ("fp16", True)
+    assert (orig.train.precision, orig.train.grad_checkpointing) == ("fp16", "all")
     assert not orig.model.sdpa_attention and not orig.model.channels_last
     assert got["default"] == cfg
     assert got["swinunetr_decoder"].model.atlas_decoder == "swinunetr"

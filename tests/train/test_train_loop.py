@@ -62,7 +62,14 @@ def test_run_directory_and_metrics_keys(runs):
                 "data_wait_frac"} <= record.keys()
         assert {f"loss_{t}" for t in TASKS} <= record.keys()
         assert record["skipped_steps"] == 0 and 0 <= record["data_wait_frac"] <= 1
-    assert (run / "events.jsonl").read_text() == ""  # no skipped step
+    # no skipped step: the only events are the checkpointing choices, one per segment of the run
+    # (auto on a CPU without train.memory_budget_gib: none, nothing predicted)
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert events and {e["event"] for e in events} == {"grad_checkpointing"}
+    for e in events:
+        assert {k: v for k, v in e.items() if k != "step"} == {
+            "event": "grad_checkpointing", "setting": "none", "requested": "auto",
+            "budget_gib": None, "fits": True, "predicted_gib": {}, "batch": 2}
 
 
 @pytest.mark.slow
@@ -123,6 +130,8 @@ def test_consecutive_skips_stop_the_run_with_a_report(runs, repo, tmp_path, monk
     with pytest.raises(loop.TooManySkips, match="3 non-finite steps in a row"):
         loop.train(cfg, cache=runs.cache, out=tmp_path / "run", progress=False)
     events = [json.loads(x) for x in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    assert events[0]["event"] == "grad_checkpointing"  # logged at the start of every run
+    events = [e for e in events if e["event"] == "skipped_step"]
     assert [e["step"] for e in events] == [1, 2, 3] and events[-1]["consecutive"] == 3
     assert events[0]["losses"] == {"mim": "inf"} and events[0]["loss"] == "nan"
     subjects = {"bert", "sub-01", "sub-02"}
