@@ -17,8 +17,8 @@ from damt.config import DamtConfig
 from damt.labels import load_label_table
 from preprocess.discover import discover, parse_cohorts
 from preprocess.run import preprocess_hash, run_preprocess
-from preprocess.targets import build_plan
 from preprocess.subject import process_subject
+from preprocess.targets import build_plan
 
 
 def _timed(fn) -> tuple[float, float]:
@@ -50,7 +50,8 @@ def bench_preprocess(cfg: DamtConfig, limit: int = 4, repeats: int = 1,
             for s in subjects:
                 cache = Path(tmp) / f"r{r}"
                 row: dict = {}
-                c, w = _timed(lambda s=s, cache=cache: row.update(process_subject(s, cfg, table, targets, cache, chash)))
+                c, w = _timed(lambda s=s, cache=cache, row=row:
+                              row.update(process_subject(s, cfg, table, targets, cache, chash)))
                 if row["status"] != "ok":
                     raise RuntimeError(f"{s.subject_id} failed: {row['message']}")
                 ours_cpu, ours_wall = ours_cpu + c, ours_wall + w
@@ -92,8 +93,8 @@ def _radiomics_cpu(cache: Path, ids: list[str], cfg: DamtConfig, targets) -> flo
     for sid in ids:
         g = open_subject(store_path(cache, sid))
         image, atlas = g["image"][...].astype("float32"), g["atlas"][...]
-        total += _timed(lambda: texture_vector(image, atlas, cfg.preprocess.spacing_mm, cfg.targets.radiomics,
-                                               targets.tissues))[0]
+        total += _timed(lambda image=image, atlas=atlas: texture_vector(
+            image, atlas, cfg.preprocess.spacing_mm, cfg.targets.radiomics, targets.tissues))[0]
     return total
 
 

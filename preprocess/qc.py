@@ -18,19 +18,30 @@ import numpy as np
 import pandas as pd
 
 import damt
-from damt.cache import is_valid_id, store_path
+from damt.cache import KINDS, MANIFEST_FILE, TARGETS_FILE, CacheTargets, is_valid_id, read_manifest, store_path
 from damt.cache.lock import preprocess_running
 from damt.cache.store import SUBJECTS_DIR
 from damt.config import ConfigError, DamtConfig
+from damt.csvsafe import safe_csv_frame
+from damt.durable import atomic_write_text
 from damt.errors import REASONS
 from damt.labels import load_label_table
-from damt.qc import (STABLE_N, Column, Expected, Report, StrataError, flag_outliers, render_html, stratify,
-                     structure_classes, subject_metrics, verify_store, volume_metric)
+from damt.qc import (
+    STABLE_N,
+    Column,
+    Expected,
+    Report,
+    StrataError,
+    flag_outliers,
+    render_html,
+    stratify,
+    structure_classes,
+    subject_metrics,
+    verify_store,
+    volume_metric,
+)
 from damt.qc.metrics import BRAIN_VOLUME, P_HIGH, P_LOW, SubjectMetrics, target_presence
-from damt.cache import KINDS, MANIFEST_FILE, TARGETS_FILE, CacheTargets, read_manifest
 from preprocess.qc_figures import montage, plots
-from damt.durable import atomic_write_text
-from damt.csvsafe import safe_csv_frame
 
 REPORT_HTML, SUBJECTS_CSV, OUTLIERS_CSV = "qc_report.html", "qc_subjects.csv", "qc_outliers.csv"
 #: reasons written by the driver rather than a subject's typed error (damt.errors lists the others)

@@ -21,8 +21,7 @@ from damt.config import DamtConfig
 from damt.labels import class_colours, load_label_table
 from damt.qc import MontageItem, MontagePlane, strip_plot_svg, volume_metric
 from damt.qc.metrics import BRAIN_VOLUME, P_HIGH, P_LOW, metric_structure
-from damt.qc.render import (PLANES, focus_point, grey_png, labels_png, outline_png, palette, plane_labels,
-                             slices)
+from damt.qc.render import PLANES, focus_point, grey_png, labels_png, outline_png, palette, plane_labels, slices
 
 
 def plots(rows: list[dict[str, Any]], outliers: pd.DataFrame, structures: list[str], group_key: str,

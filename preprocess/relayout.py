@@ -19,10 +19,9 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-from damt.cache import Layout, clean_debris, relayout_store
+from damt.cache import MANIFEST_FILE, Layout, clean_debris, ok_subjects, relayout_store
 from damt.cache.layout import describe, store_bytes
 from damt.config import DamtConfig
-from damt.cache import MANIFEST_FILE, ok_subjects
 from preprocess.run import cache_lock
 
 

@@ -15,21 +15,38 @@ from typing import Any, Callable, Iterator
 
 from tqdm import tqdm
 
-from damt.cache import (CONFIG_FILE, MANIFEST_FILE, STORE_FORMAT, TARGETS_FILE, Layout, clean_debris,
-                        hold_lock, open_lock, read_manifest, read_store_attrs, rows_by_key, to_frame,
-                        write_manifest)
+from damt.cache import (
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    STORE_FORMAT,
+    TARGETS_FILE,
+    Layout,
+    clean_debris,
+    hold_lock,
+    open_lock,
+    read_manifest,
+    read_store_attrs,
+    rows_by_key,
+    to_frame,
+    write_manifest,
+)
 from damt.config import ConfigError, DamtConfig, config_hash, dump_config, to_dict
 from damt.config.scopes import scoped_dict
+from damt.durable import atomic_write_text
 from damt.errors import CacheWriteError, SubjectError, write_error
 from damt.labels import LabelTable, load_label_table
+from preprocess.adopt import store_owners, store_row
 from preprocess.cluster import cluster_rows, worker_died_error, worker_died_stale, worker_limit_token
 from preprocess.discover import SubjectInput, discover, parse_cohorts, require_subjects
-from preprocess.adopt import store_owners, store_row
-from preprocess.interrupt import (PreprocessInterrupted, children_ignore_sigint, quiet_dask_logs,
-                                  sigterm_as_interrupt, signal_name)
+from preprocess.interrupt import (
+    PreprocessInterrupted,
+    children_ignore_sigint,
+    quiet_dask_logs,
+    signal_name,
+    sigterm_as_interrupt,
+)
 from preprocess.subject import failed_row, is_unchanged, process_subject, stat_fingerprint
 from preprocess.targets import TargetPlan, build_plan, refit_targets_json
-from damt.durable import atomic_write_text
 
 #: failure reasons that belong to discovery, not to a subject's files (they never own an id)
 _ID_REASONS = {"duplicate_subject_id", "bad_subject_id"}

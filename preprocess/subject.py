@@ -23,10 +23,21 @@ from damt import geometry as geo
 from damt.cache import manifest_row, read_store_attrs, write_subject_store
 from damt.cache.store import discard_staging
 from damt.config import DamtConfig, PreprocessConfig
-from damt.errors import (BadLabelsError, BinaryMaskError, ConstantImageError, CorruptStatsError,
-                         EmptyForegroundError,
-                         GridMismatchError, MissingImageError, MissingParcellationError,
-                         NonFiniteError, RETRY_REASONS, SubjectError, UnknownLabelsError, write_error)
+from damt.errors import (
+    RETRY_REASONS,
+    BadLabelsError,
+    BinaryMaskError,
+    ConstantImageError,
+    CorruptStatsError,
+    EmptyForegroundError,
+    GridMismatchError,
+    MissingImageError,
+    MissingParcellationError,
+    NonFiniteError,
+    SubjectError,
+    UnknownLabelsError,
+    write_error,
+)
 from damt.io import Volume, file_sha256, read_volume
 from damt.io.files import file_stat
 from damt.labels import LabelTable, remap

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from damt.cache import KINDS, write_targets_json
 from damt.config import DamtConfig, to_dict
 from damt.config.scopes import scoped_dict
 from damt.labels import LabelTable
-from damt.cache import KINDS, write_targets_json
 from damt.targets.csv_import import import_targets
 from damt.targets.normalise import fit, fit_kwargs
 from damt.targets.radiomics import texture_names, texture_vector

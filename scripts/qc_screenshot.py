@@ -19,8 +19,8 @@ from pathlib import Path
 from PIL import Image
 
 WIDTH = 1280
-FLAGS = ["--headless", "--hide-scrollbars", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = ["--headless", "--hide-scrollbars", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 MEASURE = """<script>(function(){const y=e=>Math.round(e.getBoundingClientRect().top+scrollY),
 b=e=>Math.round(e.getBoundingClientRect().bottom+scrollY),figs=document.querySelectorAll('.montage figure');
 const out={top_end:b(document.getElementById('flagged')||document.getElementById('sec-outliers')),

@@ -19,8 +19,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 ROOTS = ("damt", "preprocess", "train")
 #: entry points that hand over to the app layer although they are not under damt/app/:

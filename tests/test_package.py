@@ -67,7 +67,8 @@ def test_damt_demo_runs_from_a_non_editable_install(wheel, tmp_path, synth_cohor
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import damt, train; print(damt.__file__, train.__file__)"],
+    probe = "import damt, train; print(damt.__file__, train.__file__)"
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", probe],
                            cwd=work, env=env, check=True, capture_output=True, text=True).stdout.split()
     assert all(Path(w).is_relative_to(site) for w in where), where  # the wheel's code, not the checkout's
     demo = subprocess.run([str(venv / "bin" / "damt"), "demo", "--input", f"synth={synth_cohort}", "--out", "out",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 from typing import Any, Iterator
 
-import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from damt.config import DamtConfig

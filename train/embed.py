@@ -22,10 +22,10 @@ import torch
 from damt.cache import Cache, open_subject
 from damt.config import DamtConfig, config_hash, to_dict
 from damt.config.scopes import keys_in_scope
+from damt.durable import atomic_write
 from damt.model import MaskedSwinEncoder
 from train.export_cli import LoadedCheckpoint, load_run_checkpoint
 from train.state import config_changes
-from damt.durable import atomic_write
 
 EMBED_FORMAT = "damt-embeddings-v1"
 ENCODER_KEY_PREFIX = "encoder."

@@ -16,12 +16,19 @@ from typing import Any
 import torch
 
 from damt import __version__
-from damt.config import DamtConfig, config_hash, dump_config, to_dict
-from damt.durable import atomic_write, atomic_write_text, sha256_file
 from damt.cache import KINDS, Cache
+from damt.config import DamtConfig, config_hash, dump_config, to_dict
 from damt.config.validate import build
-from damt.export import (FILES, ExportError, build_sidecar, encoder_state_dict,
-                         swinunetr_kwargs, to_load_from_layout, verify_swinunetr)
+from damt.durable import atomic_write, atomic_write_text, sha256_file
+from damt.export import (
+    FILES,
+    ExportError,
+    build_sidecar,
+    encoder_state_dict,
+    swinunetr_kwargs,
+    to_load_from_layout,
+    verify_swinunetr,
+)
 from damt.labels import LabelTableError, load_label_table
 from train.checkpoint import MARKER_FILE, STATE_FILE, latest_checkpoint, load_checkpoint, read_marker
 

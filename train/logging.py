@@ -18,6 +18,7 @@ import math
 import time
 from pathlib import Path
 from typing import Any
+
 from damt.durable import atomic_write_text
 
 METRICS_FILE, EVENTS_FILE = "metrics.jsonl", "events.jsonl"

@@ -25,13 +25,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from damt.cache import MANIFEST_FILE, TARGETS_FILE, Cache
 from damt.config import ConfigError, DamtConfig, dump_config, to_dict
+from damt.durable import atomic_write_text
+from damt.errors import NonFiniteStateError
 from damt.labels import load_label_table
 from damt.tasks import MultiTaskObjective
 from damt.views import make_views
 from train import dist
-from damt.cache import MANIFEST_FILE, TARGETS_FILE, Cache
-from damt.errors import NonFiniteStateError
 from train.checkpoint import clean_partial, latest_checkpoint, load_checkpoint, nonfinite_values, save_checkpoint
 from train.data import CacheDataset, ShardedSampler, build_loader, to_device
 from train.logging import Interval, MetricsLogger, NullLogger
@@ -40,7 +41,6 @@ from train.optim import Schedule, build_optimizer
 from train.precision import resolve_precision
 from train.state import make_state, restore_state
 from train.step import StepResult, train_step
-from damt.durable import atomic_write_text
 
 
 class TooManySkips(RuntimeError):

@@ -23,11 +23,10 @@ import torch
 
 from damt.config import DamtConfig, dump_config
 from damt.labels import load_label_table
+from damt.model.memory import GIB, MARGIN_GIB, ORDER, choose_checkpointing, device_budget_gib, fits, predict_step_memory
 from damt.tasks import MultiTaskObjective
-from damt.model.memory import (GIB, MARGIN_GIB, ORDER, choose_checkpointing, device_budget_gib,
-                               fits, predict_step_memory)
-from train.precision import resolve_precision
 from damt.testing import synthetic_views
+from train.precision import resolve_precision
 
 # target sizes of the seed (METHOD.md): as train.bench_step (not imported: that module imports this)
 SEED_MORPHOMETRY, SEED_RADIOMICS = 566, 72

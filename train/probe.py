@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 
 from damt.cache import KINDS, TARGETS_FILE, Cache, open_subject
+from damt.durable import atomic_write_text
 from damt.probe import TASKS, ProbeError, format_table, probe_compare
 from train.embed import build_encoder, cache_mismatch, embed_subjects, embedding_meta
 from train.export_cli import load_run_checkpoint
-from damt.durable import atomic_write_text
 
 ROW_LABELS = {"pretrained": "pretrained", "random_init": "random init", "no_features": "no features"}
 

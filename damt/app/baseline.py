@@ -25,9 +25,17 @@ def monai_chain(cfg: DamtConfig, table: LabelTable, crops: bool = True):
     as a training sample did; without, it stops after the label remap (the preprocessing part).
     """
     from monai.data import NibabelReader
-    from monai.transforms import (Compose, CropForegroundd, EnsureChannelFirstd, LoadImaged, Lambdad,
-                                  RandSpatialCropd, ScaleIntensityRangePercentilesd, SpatialPadd,
-                                  Spacingd)
+    from monai.transforms import (
+        Compose,
+        CropForegroundd,
+        EnsureChannelFirstd,
+        Lambdad,
+        LoadImaged,
+        RandSpatialCropd,
+        ScaleIntensityRangePercentilesd,
+        Spacingd,
+        SpatialPadd,
+    )
 
     p, v = cfg.preprocess, cfg.views
     lut = table.lookup()

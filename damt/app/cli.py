@@ -433,12 +433,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean "fix your input or setup", printed without a traceback."""
+    from damt.errors import (  # noqa: PLC0415
+        CacheBusyError,
+        CacheWriteError,
+        CheckpointWriteError,
+        CorruptCheckpointError,
+        ManifestError,
+        TargetsFileError,
+    )
     from damt.labels import LabelTableError  # noqa: PLC0415
+    from damt.qc.strata import StrataError  # noqa: PLC0415
     from damt.targets import FsStatsError, SchemaError, TissueTableError  # noqa: PLC0415
     from damt.targets.csv_import import CsvImportError  # noqa: PLC0415
-    from damt.errors import (CacheBusyError, CacheWriteError, CheckpointWriteError,  # noqa: PLC0415
-                             CorruptCheckpointError, ManifestError, TargetsFileError)
-    from damt.qc.strata import StrataError  # noqa: PLC0415
 
     return (LabelTableError, SchemaError, TissueTableError, CsvImportError, FsStatsError, CacheBusyError,
             StrataError, CacheWriteError, ManifestError, CheckpointWriteError, CorruptCheckpointError,

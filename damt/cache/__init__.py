@@ -5,11 +5,27 @@ every command but ``damt preprocess`` goes through. The stages meet only here.""
 from damt.cache.cache import Cache
 from damt.cache.layout import LAYOUT_KEYS, Layout, StoreLayoutError, relayout_store
 from damt.cache.lock import hold_lock, open_lock, preprocess_running
-from damt.cache.manifest import (COLUMNS, ManifestRowError, manifest_row, ok_subjects, read_manifest,
-                                 rows_by_key, to_frame, write_manifest)
+from damt.cache.manifest import (
+                                 COLUMNS,
+                                 ManifestRowError,
+                                 manifest_row,
+                                 ok_subjects,
+                                 read_manifest,
+                                 rows_by_key,
+                                 to_frame,
+                                 write_manifest,
+)
 from damt.cache.names import CONFIG_FILE, LOCK_FILE, MANIFEST_FILE, TARGETS_FILE
-from damt.cache.store import (STORE_FORMAT, array_sha256, clean_debris, is_valid_id, open_subject,
-                              read_store_attrs, store_path, write_subject_store)
+from damt.cache.store import (
+                                 STORE_FORMAT,
+                                 array_sha256,
+                                 clean_debris,
+                                 is_valid_id,
+                                 open_subject,
+                                 read_store_attrs,
+                                 store_path,
+                                 write_subject_store,
+)
 from damt.cache.targets import KINDS, TARGETS_FORMAT, CacheTargets, write_targets_json
 
 __all__ = ["COLUMNS", "CONFIG_FILE", "KINDS", "LAYOUT_KEYS", "LOCK_FILE", "MANIFEST_FILE", "STORE_FORMAT",

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Optional
 
-from damt.config.validate import ConfigError, section, setting
 from damt.config.targets import TargetsConfig
+from damt.config.validate import ConfigError, section, setting
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,14 @@ from nibabel.freesurfer.mghformat import MGHError
 from nibabel.spatialimages import HeaderDataError
 
 from damt.durable import sha256_stream
-from damt.errors import (CorruptFileError, NoAffineError, NotAnImageError, NotThreeDError,
-                         TooLargeError, TransientIOError)
+from damt.errors import (
+    CorruptFileError,
+    NoAffineError,
+    NotAnImageError,
+    NotThreeDError,
+    TooLargeError,
+    TransientIOError,
+)
 from damt.io.files import open_regular
 from damt.io.header import check_dtype, check_header
 

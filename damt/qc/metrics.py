@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from damt.cache import open_subject
-from damt.labels import LabelTable
 from damt.cache.targets import KINDS
+from damt.labels import LabelTable
 
 #: MAD -> standard deviation for normal data
 MAD_SCALE = 1.4826

@@ -18,9 +18,8 @@ import logging
 import warnings
 
 import numpy as np
-import SimpleITK as sitk
-
 import radiomics
+import SimpleITK as sitk
 from radiomics.glcm import RadiomicsGLCM
 
 from damt.config.targets import RadiomicsConfig

@@ -6,10 +6,9 @@
 imports what it needs from its siblings directly, so the order of the imports below is free.
 """
 
-from damt.tasks.base import (ENCODINGS, TASKS, Encoded, ModelDims, Task, build_tasks,
-                             register_task)
-from damt.tasks.objective import MultiTaskObjective
 from damt.tasks import pretext  # noqa: F401  (registers the built-in tasks)
+from damt.tasks.base import ENCODINGS, TASKS, Encoded, ModelDims, Task, build_tasks, register_task
+from damt.tasks.objective import MultiTaskObjective
 
 __all__ = ["ENCODINGS", "TASKS", "Encoded", "ModelDims", "MultiTaskObjective", "Task", "build_tasks",
            "register_task"]

@@ -16,10 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from damt.config import ConfigError
-from damt.losses import (cross_entropy, dice_ce, gather_with_grad, masked_l1, nt_xent,
-                         present_l1)
-from damt.model.heads import (ConvDecoder, LinearHead, MIMDecoder, RegressionHead,
-                              SwinUNETRDecoder)
+from damt.losses import cross_entropy, dice_ce, gather_with_grad, masked_l1, nt_xent, present_l1
+from damt.model.heads import ConvDecoder, LinearHead, MIMDecoder, RegressionHead, SwinUNETRDecoder
 from damt.tasks.base import Encoded, ModelDims, Task, register_task
 from damt.views import N_ROTATIONS, Views
 

@@ -12,9 +12,23 @@ import os
 import numpy as np
 import pytest
 
-from damt.cache import (COLUMNS, CONFIG_FILE, LOCK_FILE, MANIFEST_FILE, TARGETS_FILE, Cache, ManifestRowError,
-                        hold_lock, manifest_row, open_lock, read_manifest, to_frame, write_manifest,
-                        write_subject_store, write_targets_json)
+from damt.cache import (
+    COLUMNS,
+    CONFIG_FILE,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    TARGETS_FILE,
+    Cache,
+    ManifestRowError,
+    hold_lock,
+    manifest_row,
+    open_lock,
+    read_manifest,
+    to_frame,
+    write_manifest,
+    write_subject_store,
+    write_targets_json,
+)
 from damt.errors import CacheBusyError, TargetsFileMissingError
 from damt.targets.normalise import fit
 

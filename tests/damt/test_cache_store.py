@@ -10,8 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from damt.cache import (Layout, array_sha256, clean_debris, is_valid_id, open_subject, read_store_attrs,
-                        store_path, write_subject_store)
+from damt.cache import (
+    Layout,
+    array_sha256,
+    clean_debris,
+    is_valid_id,
+    open_subject,
+    read_store_attrs,
+    store_path,
+    write_subject_store,
+)
 
 
 @settings(max_examples=15, deadline=None)

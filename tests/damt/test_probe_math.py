@@ -12,9 +12,20 @@ import pytest
 import torch
 from scipy.optimize import brentq
 
-from damt.probe import (ProbeError, Scaler, classification_metrics, cross_validate, format_table,
-                        logistic_fit, probe_compare, regression_metrics, ridge_fit, ridge_loo_mse,
-                        roc_auc, subject_folds)
+from damt.probe import (
+    ProbeError,
+    Scaler,
+    classification_metrics,
+    cross_validate,
+    format_table,
+    logistic_fit,
+    probe_compare,
+    regression_metrics,
+    ridge_fit,
+    ridge_loo_mse,
+    roc_auc,
+    subject_folds,
+)
 
 
 def _ridge_with_intercept(z: np.ndarray, y: np.ndarray, alpha: float) -> tuple[float, np.ndarray]:

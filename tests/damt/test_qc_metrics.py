@@ -11,15 +11,33 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from damt.labels import class_colours, load_label_table
-from damt.qc import (Column, Link, MontageItem, MontagePlane, Report, Section, flag_outliers, focus_point, grey_png,
-                     labels_png, metric_structure, mid_slices, outline_png, palette, plane_labels, render_html,
-                     robust_z, slices, strip_plot_svg, structure_classes)
+from damt.qc import (
+    Column,
+    Link,
+    MontageItem,
+    MontagePlane,
+    Report,
+    Section,
+    flag_outliers,
+    focus_point,
+    grey_png,
+    labels_png,
+    metric_structure,
+    mid_slices,
+    outline_png,
+    palette,
+    plane_labels,
+    render_html,
+    robust_z,
+    slices,
+    strip_plot_svg,
+    structure_classes,
+)
 from damt.qc.render import FOCUS_RGB, MAX_POINTS, PLANES
 
 
@@ -251,7 +269,8 @@ def test_html_links_outliers_to_rows_and_montages():
     assert '<a href="#s-1"' in fig
     # three things stacked in the plane: image, overlay, outline; and the four edge letters as text
     assert fig.count("<img ") == 3
-    assert re.findall(r'<span class="ol (\w)"[^>]*>(\w)</span>', fig) == [("l", "L"), ("r", "R"), ("t", "A"), ("b", "P")]
+    assert re.findall(r'<span class="ol (\w)"[^>]*>(\w)</span>', fig) == [
+        ("l", "L"), ("r", "R"), ("t", "A"), ("b", "P")]
     assert '--tile:256px' in page
     # warnings box and the extension section, with a contents link
     assert 'class="warnbox"' in page and "n = 2" in page

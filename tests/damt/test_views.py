@@ -10,8 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from damt.config import ConfigError, load_config
-from damt.views import (N_ROTATIONS, ROTATIONS, block_mask, draw_sample, expand_block_mask,
-                        location_label, make_views, resize_local, rotate, sample_rng, unrotate)
+from damt.views import (
+    N_ROTATIONS,
+    ROTATIONS,
+    block_mask,
+    draw_sample,
+    expand_block_mask,
+    location_label,
+    make_views,
+    resize_local,
+    rotate,
+    sample_rng,
+    unrotate,
+)
 
 
 def _vol(b: int, c: int, n: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:

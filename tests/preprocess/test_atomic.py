@@ -14,9 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from damt.cache import open_subject, read_store_attrs
+from damt.cache import open_subject, read_manifest, read_store_attrs
 from damt.config import load_config
-from damt.cache import read_manifest
 from preprocess.run import run_preprocess
 
 KILLED_RUN = textwrap.dedent("""

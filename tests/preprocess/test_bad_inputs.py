@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from damt.cache import open_subject
+from damt.cache import open_subject, read_manifest
 from damt.config import load_config
 from damt.errors import REASONS
 from damt.synth import BAD_CASES, bad_subject_id, make_bad_case, make_subject
-from damt.cache import read_manifest
 from preprocess.run import run_preprocess
 
 EXPECTED = {

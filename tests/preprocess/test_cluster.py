@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from distributed import WorkerPlugin
 
-from damt.config import load_config
 from damt.cache import read_manifest
+from damt.config import load_config
 from preprocess.run import run_preprocess
 
 pytestmark = pytest.mark.slow

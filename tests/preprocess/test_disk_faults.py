@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 import damt.cache.store as store
+from damt.cache import read_manifest
 from damt.cli import main
 from damt.config import load_config
 from damt.errors import CacheWriteError
 from damt.synth import make_subject
-from damt.cache import read_manifest
 from preprocess.run import run_preprocess
 
 

@@ -16,15 +16,15 @@ import sys
 
 import numpy as np
 import pytest
+from hostile import HOSTILE, SHAPE, hostile_id, make_hostile_cohort
+from test_bad_inputs import EXPECTED as BAD_EXPECTED
+from test_bad_inputs import OK_CASES as BAD_OK
 
-from damt.cache import open_subject
+from damt.cache import open_subject, read_manifest
 from damt.config import load_config
 from damt.errors import REASONS
 from damt.synth import BAD_CASES, bad_subject_id, make_bad_case, make_subject
-from damt.cache import read_manifest
 from preprocess.run import run_preprocess
-from hostile import HOSTILE, SHAPE, hostile_id, make_hostile_cohort
-from test_bad_inputs import EXPECTED as BAD_EXPECTED, OK_CASES as BAD_OK
 
 GOOD = ("good-1", "good-2", "float-twin")  # float-twin: hostile-float-parc with its int32 parcellation
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from damt.cache import read_manifest
 from damt.config import load_config
 from damt.synth import make_subject
-from damt.cache import read_manifest
 from preprocess.run import run_preprocess
 
 N_SUBJECTS = 8

@@ -24,12 +24,12 @@ import pytest
 import zarr
 from PIL import Image
 
+from damt.cache import read_manifest
 from damt.cli import main
 from damt.config import DamtConfig, load_config
 from damt.labels import class_colours, load_label_table
 from damt.qc import mid_slices
 from damt.synth import bad_subject_id, make_bad_case, make_subject
-from damt.cache import read_manifest
 from preprocess.qc import REPORT_HTML, run_qc, verify_cache
 from preprocess.run import cache_lock, run_preprocess
 
@@ -170,8 +170,9 @@ def test_montage_shows_flagged_subjects_and_a_sample(report, built):
     figures = _figures(page)
     flagged = {sid for sid, (flag, _) in figures.items() if flag}
     unflagged = result.n_ok - len(result.flagged)
-    assert flagged == set(result.flagged) and len(figures) - len(flagged) == min(built[0].qc.montage_sample, unflagged)
-    for sid, (flag, body) in figures.items():
+    assert flagged == set(result.flagged)
+    assert len(figures) - len(flagged) == min(built[0].qc.montage_sample, unflagged)
+    for flag, body in figures.values():
         assert body.count('class="plane"') == 3 and ("random sample (mid-planes)" in body) != flag
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 
-from damt.config import load_config
 from damt.cache import manifest_row, to_frame, write_manifest
+from damt.config import load_config
 from preprocess.qc import run_qc
 
 TRIGGERS = ("=", "+", "-", "@", "\t", "\r")

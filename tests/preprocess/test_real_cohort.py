@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from damt import geometry as geo
-from damt.cache import open_subject, read_store_attrs
+from damt.cache import open_subject, read_manifest, read_store_attrs
 from damt.config import load_config
 from damt.labels import load_label_table, remap
-from damt.cache import read_manifest
 from preprocess.run import run_preprocess
 
 

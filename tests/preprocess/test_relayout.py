@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import zarr
 
-from damt.cache import Layout, read_store_attrs, relayout_store
+from damt.cache import Layout, ok_subjects, read_store_attrs, relayout_store
 from damt.cli import main
 from damt.config import load_config
-from damt.cache import ok_subjects
 from preprocess.relayout import run_relayout
 from preprocess.run import run_preprocess
 

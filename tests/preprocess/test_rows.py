@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
+from damt.cache import read_manifest
 from damt.config import load_config
 from damt.synth import make_subject
-from damt.cache import read_manifest
 from preprocess.run import run_preprocess
 
 SHAPE = (64, 64, 64)

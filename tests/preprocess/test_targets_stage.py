@@ -10,14 +10,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from original_recipe import dkt_from_desikan, recipe
 
-from damt.cache import open_subject
+from damt.cache import CacheTargets, open_subject, read_manifest
 from damt.cli import main
 from damt.config import load_config
-from damt.cache import CacheTargets
-from damt.cache import read_manifest
 from preprocess.run import run_preprocess
-from original_recipe import dkt_from_desikan, recipe
 
 
 def _cfg(*inputs, extra=()):

@@ -13,12 +13,12 @@ from __future__ import annotations
 import dask
 import distributed  # noqa: F401 - loads its config defaults before dask.config.set below
 import pytest
+from hostile import write_bomb
 
+from damt.cache import read_manifest
 from damt.config import load_config
 from damt.synth import make_subject
-from damt.cache import read_manifest
 from preprocess.run import limits_changed, run_preprocess
-from hostile import write_bomb
 
 pytestmark = pytest.mark.slow
 

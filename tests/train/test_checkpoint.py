@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from damt.config import ConfigError, load_config
-from train.checkpoint import (MARKER_FILE, STATE_FILE, capture_rng, complete_checkpoints,
-                              latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint)
+from train.checkpoint import (
+    MARKER_FILE,
+    STATE_FILE,
+    capture_rng,
+    complete_checkpoints,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from train.data import ShardedSampler
 from train.optim import Schedule, build_optimizer
 from train.precision import resolve_precision

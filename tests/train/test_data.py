@@ -8,7 +8,6 @@ import dataclasses
 import json
 import shutil
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,8 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from damt.config import load_config
 from damt.cache import CacheTargets
+from damt.config import load_config
 from damt.views import location_label, make_views, unrotate
 from preprocess.run import run_preprocess
 from train.data import CacheDataset, MissingTargetsError, ShardedSampler, build_loader, to_device

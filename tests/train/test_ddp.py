@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from ddp_worker import run_rank
 
 SUBJECTS = ("sub-01", "sub-02")

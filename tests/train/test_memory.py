@@ -12,11 +12,11 @@ from torch import nn
 
 from damt.cli import main
 from damt.config import ConfigError, DamtConfig, load_config
-from damt.tasks import MultiTaskObjective
 from damt.model.encoder import CHECKPOINT_STAGES
 from damt.model.memory import MARGIN_GIB, ORDER, _fake_pass, choose_checkpointing, fits
-from train.memory import ConfigPredictor, measure_cpu_peak_subprocess, resolve_checkpointing
+from damt.tasks import MultiTaskObjective
 from damt.testing import synthetic_views
+from train.memory import ConfigPredictor, measure_cpu_peak_subprocess, resolve_checkpointing
 
 
 @pytest.fixture(scope="module")

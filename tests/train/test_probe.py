@@ -17,10 +17,10 @@ import torch
 import zarr
 from monai.networks.nets import SwinUNETR
 
+from damt.cache import ok_subjects
 from damt.cli import main
 from damt.model import MaskedSwinEncoder
 from damt.probe import ProbeError
-from damt.cache import ok_subjects
 from train.embed import build_encoder, embed, read_embeddings
 from train.loop import Trainer
 from train.probe import resolve_task
@@ -140,7 +140,7 @@ def test_probe_morphometry_report_is_correct(run, embedded, tmp_path, capsys):
         np.testing.assert_allclose(res["predictions"], _ridge_oof(x, y, folds, alphas), rtol=1e-5)
     base = rep["results"]["no_features"]["predictions"]
     np.testing.assert_allclose(base, [y[folds != folds[i]].mean() for i in range(9)])
-    for name, res in rep["results"].items():
+    for res in rep["results"].values():
         pred = np.asarray(res["predictions"])
         r2 = 1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum()
         assert res["metrics"]["r2"] == pytest.approx(r2) and res["metrics"]["mae"] == pytest.approx(
@@ -212,8 +212,9 @@ def test_probe_refuses_a_pretraining_target(run, tmp_path, capsys):
                  "--out", str(out)]) == 2
     assert "pretrained to regress" in capsys.readouterr().err
     # a run that did not train the morphometry task may probe its columns
-    from train.probe import pretraining_target  # noqa: PLC0415
     from dataclasses import replace  # noqa: PLC0415
+
+    from train.probe import pretraining_target  # noqa: PLC0415
 
     off = replace(run.cfg, tasks=replace(run.cfg.tasks, morphometry=replace(run.cfg.tasks.morphometry,
                                                                              enabled=False)))

@@ -18,10 +18,10 @@ import torch
 
 import train.checkpoint as ckpt
 import train.loop as loop
+from damt.cache import read_manifest, write_manifest
 from damt.cli import main
 from damt.config import load_config
 from damt.synth import make_subject
-from damt.cache import read_manifest, write_manifest
 from preprocess.run import run_preprocess
 from train.checkpoint import MARKER_FILE, complete_checkpoints, latest_checkpoint, load_checkpoint
 

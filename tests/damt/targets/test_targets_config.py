@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from damt.config.validate import ConfigError, build, describe, to_dict
 from damt.config.targets import GLCM_FEATURES, TargetsConfig
+from damt.config.validate import ConfigError, build, describe, to_dict
 
 
 def test_defaults_documented_and_roundtrip():

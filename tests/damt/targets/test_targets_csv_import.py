@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from damt.config.validate import build
 from damt.config.targets import CsvImportConfig
+from damt.config.validate import build
 from damt.targets.csv_import import CsvImportError, import_targets, read_target_csv
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from damt.targets.fsstats import (FsStatsError, parse_aparc_stats, parse_aseg_stats,
-                                  parse_stats_text, read_stats_dir)
+from damt.targets.fsstats import FsStatsError, parse_aparc_stats, parse_aseg_stats, parse_stats_text, read_stats_dir
 
 
 def _measure_from_text(text: str, key: str) -> float:

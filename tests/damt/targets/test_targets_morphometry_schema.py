@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 
 from damt.targets.fsstats import read_stats_dir
-from damt.targets.schema import (SchemaError, id_counts, load_schema, morphometry_from_values,
-                                 morphometry_vector, parse_schema)
+from damt.targets.schema import (
+    SchemaError,
+    id_counts,
+    load_schema,
+    morphometry_from_values,
+    morphometry_vector,
+    parse_schema,
+)
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from original_recipe import GLOBAL_COLS, MEASURES, dkt_from_desikan, recipe
 
 from damt.targets.fsstats import FsStatsError, parse_stats_text, stats_file_of
-from damt.targets.schema import (SchemaError, load_schema, morphometry_from_values,
-                                 morphometry_vector, parse_schema)
-from original_recipe import GLOBAL_COLS, MEASURES, dkt_from_desikan, recipe
+from damt.targets.schema import SchemaError, load_schema, morphometry_from_values, morphometry_vector, parse_schema
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from damt.labels import load_label_table, parse_label_table
-from damt.targets.tissues import (TissueTableError, check_against_labels, load_tissue_table,
-                                  parse_tissue_table, tissue_fs_ids, tissue_labels)
+from damt.targets.tissues import (
+    TissueTableError,
+    check_against_labels,
+    load_tissue_table,
+    parse_tissue_table,
+    tissue_fs_ids,
+    tissue_labels,
+)
 
 
 @pytest.fixture(scope="module")
