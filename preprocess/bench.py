@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from damt.benchutil import machine, one_thread
+from damt.benchutil import machine, single_threaded
 from damt.config import DamtConfig
 from damt.labels import load_label_table
 from preprocess.discover import discover, parse_cohorts
@@ -27,13 +27,13 @@ def _timed(fn) -> tuple[float, float]:
     return time.process_time() - c0, time.perf_counter() - w0
 
 
+@single_threaded
 def bench_preprocess(cfg: DamtConfig, limit: int = 4, repeats: int = 1,
                      workers: list[int] = (1,), chain: Callable | None = None) -> Iterator[dict]:
     """Yield one JSON-ready dict per result (DAMT stage, MONAI chain, ratio, worker scaling).
 
     chain: the baseline chain's builder ``chain(cfg, label_table, crops=True)`` (the CLI passes
     ``damt.app.baseline.monai_chain``); None skips the chain and the ratio."""
-    one_thread()
     table = load_label_table(cfg.labels.table)
     subjects = [s for s in discover(parse_cohorts(cfg.data.inputs), cfg.data)
                 if s.error is None and s.image is not None and s.parcellation is not None][:limit]

@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from damt.benchutil import machine, one_thread
+from damt.benchutil import machine, single_threaded
 from damt.config import DamtConfig
 
 
@@ -82,6 +82,7 @@ def _interleaved_ms(runs: Sequence[tuple], n: int, rounds: int) -> list[float]:
     return [float(np.median(per_round[:, i])) / n * 1e3 for i in range(len(runs))]
 
 
+@single_threaded
 def bench_loader(cfg: DamtConfig, cache: Path | Sequence[Path], limit: int = 8, repeats: int = 5,
                  readers: Sequence[str] = ("tensorstore", "zarr"), chain_repeats: int = 1,
                  rounds: int = 5, chain: Callable | None = None) -> Iterator[dict]:
@@ -101,7 +102,6 @@ def bench_loader(cfg: DamtConfig, cache: Path | Sequence[Path], limit: int = 8, 
 
     from train.data import CacheDataset
 
-    one_thread()
     caches = [Path(c) for c in ([cache] if isinstance(cache, (str, Path)) else cache)]
     first = CacheDataset(caches[0], cfg)
     ids = first.subjects["subject_id"].tolist()[:limit]

@@ -133,6 +133,17 @@ def bench_memory(cfg: DamtConfig, batch: int = 2, names: tuple[str, ...] = ORDER
 
 
 def _rss_gib() -> float:
+    """This process's peak RSS in GiB. Linux: VmHWM of /proc/self/status, the high-water mark of
+    this address space alone. ``getrusage``'s ru_maxrss is not usable in a child: Linux carries the
+    parent's peak across fork and exec, so a fresh process started by a large one (pytest, a
+    notebook) would report the parent's peak and no growth at all."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2 ** 20  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
 
 

@@ -334,8 +334,12 @@ def test_bench_loader_reports_ours_floor_chain_and_ratio(cache, old_layout_cache
     from damt.app.baseline import monai_chain
     from train.bench_loader import bench_loader
 
+    threads = torch.get_num_threads()
     rows = list(bench_loader(tiny_cfg, [cache, old_layout_cache], limit=1, repeats=1, chain_repeats=1, rounds=1,
                              chain=monai_chain))
+    # it measures on one thread, and gives the process its threads back (a suite or notebook
+    # left single-threaded reduces in another order: the golden run failed after it)
+    assert torch.get_num_threads() == threads
     stages = [r["stage"] for r in rows]
     assert stages == ["damt"] * 4 + ["store_size", "store_size", "layout_ratio", "targets_table", "floor", "views",
                                      "monai_chain", "ratio"]

@@ -193,3 +193,19 @@ def test_checkpoints_from_before_issue_15_still_load():
         assert build(DamtConfig, legacy_config(old)).train.grad_checkpointing == want
         assert check_resume_config(old, DamtConfig(), allow_change=False) == [
             "train.grad_checkpointing"]
+
+
+def test_a_child_measures_its_own_peak_not_its_parents():
+    """Regression: Linux carries ru_maxrss across fork and exec, so a calibration child started
+    by a large pytest process measured the parent's peak and no growth (0.0 GiB, seen in the full
+    suite). The child's peak must be its own: a parent that touched 1.5 GiB starts a child whose
+    peak stays far below that."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    child = "from train.memory import _rss_gib; print(_rss_gib())"
+    parent = ("import subprocess, sys; big = bytearray(3 * 2 ** 29); big[::4096] = b'x' * len(big[::4096]); "
+              f"del big; print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, "
+              "text=True, check=True).stdout)")
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True)
+    assert float(out.stdout.split()[-1]) < 1.0, out.stdout
